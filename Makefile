@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each sets itself up idempotently.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY := true
+export ORT_DISABLE_TELEMETRY := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test check lint typecheck unit bench clean
+
+setup: $(STAMP)
+
+# Reinstall only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/mct demo
+
+test: check unit
+
+check: lint typecheck
+
+lint: setup
+	$(BIN)/ruff format --check toolkit serving infra tests bench
+	$(BIN)/ruff check toolkit serving infra tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -n 2 --dist loadfile
+
+bench: setup
+	$(BIN)/python bench/onnx_vs_sklearn.py
+
+clean:
+	rm -rf $(VENV) .mct .pytest_cache .mypy_cache .ruff_cache

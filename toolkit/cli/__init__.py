@@ -1,0 +1,1 @@
+"""The `mct` command line: one module per command group, composed in `app`."""

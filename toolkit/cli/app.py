@@ -1,0 +1,57 @@
+"""The `mct` application: every command group, composed in one place."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Annotated
+
+import typer
+
+from toolkit import __version__
+from toolkit.cli.demo import demo_command
+from toolkit.cli.errors import ToolkitGroup
+from toolkit.cli.models import models_app
+from toolkit.cli.promotion import promote_command, rollback_command
+from toolkit.cli.train import train_command
+from toolkit.training.search import SPACE_HELP
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    cls=ToolkitGroup,
+    name="mct",
+    help="Multi-cloud toolkit: train, register and promote logistic-regression models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("train", epilog=SPACE_HELP)(train_command)
+app.command("promote")(promote_command)
+app.command("rollback")(rollback_command)
+app.command("demo")(demo_command)
+app.add_typer(models_app, name="models")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mct {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Multi-cloud toolkit: train, register and promote logistic-regression models."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Library deprecation chatter is for the toolkit's developers, not its users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    app()

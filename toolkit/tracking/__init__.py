@@ -1,0 +1,1 @@
+"""MLflow tracking and registry: log training runs, list and promote registered versions."""
