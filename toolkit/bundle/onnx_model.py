@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,13 +32,17 @@ class OnnxClassifier:
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Probabilities, one column per class in the card's class order."""
+        return self.predict_proba_columns({feature.name: X[feature.name].to_numpy() for feature in self.features})
+
+    def predict_proba_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+        """Probabilities from one sequence of values per feature name: the path without pandas."""
         feeds = {}
         for feature in self.features:
-            column = X[feature.name]
+            values = columns[feature.name]
             if feature.type == "number":
-                feeds[feature.onnx_input] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
+                feeds[feature.onnx_input] = np.asarray(values, dtype=np.float32).reshape(-1, 1)
             else:
-                feeds[feature.onnx_input] = column.astype(str).to_numpy(dtype=object).reshape(-1, 1)
+                feeds[feature.onnx_input] = np.asarray(values, dtype=str).astype(object).reshape(-1, 1)
         _, probabilities = self._session.run(None, feeds)
         proba = np.asarray(probabilities, dtype=np.float64)
         # float32 rows sum to 1 only within rounding; metrics such as log loss check the sum.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from toolkit.bundle.card import CARD_FILE, ModelCard
@@ -64,7 +64,7 @@ def list_models(store: TrackingStore) -> list[ModelSummary]:
                 name=model.name,
                 versions=len(versions),
                 latest=str(latest) if latest is not None else None,
-                aliases=dict(model.aliases or {}),
+                aliases={alias: str(version) for alias, version in (model.aliases or {}).items()},
                 description=model.description or None,
             )
         )
@@ -73,7 +73,11 @@ def list_models(store: TrackingStore) -> list[ModelSummary]:
 
 def list_versions(store: TrackingStore, name: str) -> list[VersionSummary]:
     """Every version of `name`, newest first, with key metrics from its training run."""
-    _require_model(store, name)
+    model = _require_model(store, name)
+    # search_model_versions leaves aliases empty; the registered model has them all.
+    aliases: dict[str, list[str]] = {}
+    for alias, number in (model.aliases or {}).items():
+        aliases.setdefault(str(number), []).append(alias)
     summaries = []
     for version in store.client.search_model_versions(f"name = '{_quoted(name)}'"):
         run = store.client.get_run(version.run_id) if version.run_id else None
@@ -83,7 +87,7 @@ def list_versions(store: TrackingStore, name: str) -> list[VersionSummary]:
                 version=str(version.version),
                 run_id=version.run_id or "",
                 created_at_ms=int(version.creation_timestamp or 0),
-                aliases=list(version.aliases or []),
+                aliases=sorted(aliases.get(str(version.version), [])),
                 dataset=run.data.tags.get("mct.dataset", "") if run else "",
                 metrics={key: metrics[key] for key in KEY_METRICS if key in metrics},
                 tags=dict(version.tags or {}),
@@ -125,9 +129,9 @@ def read_card(store: TrackingStore, run_id: str, destination: Path) -> ModelCard
     return ModelCard.model_validate_json(path.read_text())
 
 
-def _require_model(store: TrackingStore, name: str) -> None:
+def _require_model(store: TrackingStore, name: str) -> RegisteredModel:
     try:
-        store.client.get_registered_model(name)
+        return store.client.get_registered_model(name)
     except MlflowException:
         raise ModelNotFound(f"no registered model named {name!r}; see `mct models list`") from None
 

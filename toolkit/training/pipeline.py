@@ -31,7 +31,7 @@ RESAMPLE_STEP = "resample"
 def build_pipeline(options: TrainingOptions, task: str, numeric: list[str], categorical: list[str]) -> ImbPipeline:
     """An unfitted pipeline for `task` over the given numeric and categorical columns."""
     steps: list[tuple[str, object]] = [("preprocess", _preprocessor(options, numeric, categorical))]
-    selector = _selector(options)
+    selector = _selector(options, task)
     if selector is not None:
         steps.append(("select", selector))
     sampler = _sampler(options)
@@ -74,14 +74,16 @@ def _scaler(options: TrainingOptions) -> BaseEstimator:
     return {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}[options.scaler]()
 
 
-def _selector(options: TrainingOptions) -> BaseEstimator | None:
+def _selector(options: TrainingOptions, task: str) -> BaseEstimator | None:
     match options.select:
         case "kbest":
             return SelectKBest(chi2 if options.kbest_score == "chi2" else f_classif, k="all")
         case "rfe":
             return RFE(LogisticRegression(max_iter=options.max_iter), n_features_to_select=0.5)
         case "lasso":
-            l1 = LogisticRegression(l1_ratio=1.0, solver="saga", C=0.1, max_iter=options.max_iter)
+            # liblinear converges fastest on L1 but fits binary targets only.
+            solver = "liblinear" if task == "binary" else "saga"
+            l1 = LogisticRegression(l1_ratio=1.0, solver=solver, C=0.1, max_iter=options.max_iter)
             return SelectFromModel(l1)
         case "pca":
             return PCA(n_components=0.95, random_state=options.seed)
