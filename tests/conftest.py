@@ -13,11 +13,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from toolkit.cli.app import app  # noqa: E402
-from toolkit.config import Settings, load_settings  # noqa: E402
-from toolkit.tracking.store import TrackingStore, open_store  # noqa: E402
+from toolkit.cli.app import app
+from toolkit.config import Settings, load_settings
+from toolkit.tracking.store import TrackingStore, open_store
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +59,7 @@ class Cli:
     def __init__(self) -> None:
         self.runner = CliRunner()
 
-    def __call__(self, *args: str):  # noqa: ANN204
+    def __call__(self, *args: str):
         return self.runner.invoke(app, list(args), catch_exceptions=False)
 
 

@@ -95,6 +95,6 @@ def _csv(tmp_path: Path, frame: pd.DataFrame) -> str:
         (lambda tmp: _csv(tmp, pd.DataFrame({"y": [0, 1]})), "y", "no feature columns"),
     ],
 )
-def test_unusable_data_gets_one_clear_error(tmp_path: Path, make_source, target: str | None, message: str) -> None:  # noqa: ANN001
+def test_unusable_data_gets_one_clear_error(tmp_path: Path, make_source, target: str | None, message: str) -> None:
     with pytest.raises(DataError, match=message):
         load_dataset(make_source(tmp_path), target=target)

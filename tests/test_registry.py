@@ -20,7 +20,7 @@ from toolkit.training.trainer import TrainingResult, train
 LENIENT = PromotionPolicy(min_metrics={"roc_auc": 0.5}, tolerance=0.01)
 
 
-def _train(store: TrackingStore, name: str, **values) -> tuple[TrainingResult, LoggedRun]:  # noqa: ANN003
+def _train(store: TrackingStore, name: str, **values) -> tuple[TrainingResult, LoggedRun]:
     space = values.pop("space", {"C": [1.0]})
     options = build_options(n_jobs=1, cv_folds=3, space=space, **values)
     result = train(load_dataset("breast_cancer"), options)

@@ -20,7 +20,7 @@ from toolkit.training.search import cross_validator, run_search, search_space
 from toolkit.training.trainer import train
 
 
-def _options(**values):  # noqa: ANN003, ANN202
+def _options(**values):
     return build_options(n_jobs=1, cv_folds=values.pop("cv_folds", 3), **values)
 
 
@@ -57,7 +57,7 @@ class RecordingSMOTE(SMOTE):
 
     seen: ClassVar[list[int]] = []
 
-    def fit_resample(self, X, y, **params):  # noqa: ANN001, ANN003, ANN201
+    def fit_resample(self, X, y, **params):
         RecordingSMOTE.seen.append(len(X))
         return super().fit_resample(X, y, **params)
 

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import click
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # Typer vendors Click
 from typer.core import TyperGroup
 
 from toolkit.errors import ToolkitError
@@ -35,12 +35,15 @@ class ToolkitGroup(TyperGroup):
     ) -> Any:
         try:
             code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        except click.UsageError as exc:
+        except NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
             command = exc.ctx.command_path if exc.ctx else "mct"
             _fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
-        except click.ClickException as exc:
+        except typer.TyperException as exc:
             _fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
+        except typer.Abort:
             _fail("aborted", 1)
         except ToolkitError as exc:
             _fail(str(exc), exc.exit_code)

@@ -107,10 +107,11 @@ def promote(
 
 def rollback(store: TrackingStore, name: str, alias: str = "champion") -> PromotionOutcome:
     """Point `alias` back at the version it held before the current one."""
+    history = alias_history(store, name, alias)
     current = _alias_target(store, name, alias)
     if current is None:
         raise ModelNotFound(f"model {name!r} has no {alias} to roll back")
-    stack = _pointer_stack(alias_history(store, name, alias))
+    stack = _pointer_stack(history)
     if not stack or stack[-1] != current:
         stack.append(current)
     if len(stack) < 2:
