@@ -14,7 +14,7 @@ import pytest
 FAST = ["--cv", "3", "--param", "C=1"]
 
 
-def _single_line_error(result, code: int = 2) -> str:  # noqa: ANN001
+def _single_line_error(result, code: int = 2) -> str:
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -23,7 +23,7 @@ def _single_line_error(result, code: int = 2) -> str:  # noqa: ANN001
     return lines[0]
 
 
-def test_train_prints_metrics_and_registers(mct, model_name: str) -> None:  # noqa: ANN001
+def test_train_prints_metrics_and_registers(mct, model_name: str) -> None:
     result = mct("train", "--dataset", "breast_cancer", *FAST, "--register", model_name)
     assert result.exit_code == 0, result.output
     for text in ("roc_auc", "specificity", "at 0.5", "confusion matrix", "ONNX export verified", "registered"):
@@ -31,7 +31,7 @@ def test_train_prints_metrics_and_registers(mct, model_name: str) -> None:  # no
     assert "multicollinearity" in result.stdout
 
 
-def test_train_json_is_machine_readable(mct) -> None:  # noqa: ANN001
+def test_train_json_is_machine_readable(mct) -> None:
     result = mct("train", "--dataset", "iris", *FAST, "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -41,7 +41,7 @@ def test_train_json_is_machine_readable(mct) -> None:  # noqa: ANN001
     assert document["version"] is None
 
 
-def test_imbalance_output_shows_the_minority_recall_gain(mct) -> None:  # noqa: ANN001
+def test_imbalance_output_shows_the_minority_recall_gain(mct) -> None:
     recall = {}
     for imbalance in ("none", "class-weight"):
         result = mct("train", "--dataset", "imbalanced", *FAST, "--imbalance", imbalance, "--json")
@@ -49,7 +49,7 @@ def test_imbalance_output_shows_the_minority_recall_gain(mct) -> None:  # noqa: 
     assert recall["class-weight"] > recall["none"]
 
 
-def test_models_promote_show_and_rollback(mct, model_name: str) -> None:  # noqa: ANN001
+def test_models_promote_show_and_rollback(mct, model_name: str) -> None:
     for _ in range(2):
         assert mct("train", "--dataset", "breast_cancer", *FAST, "--register", model_name).exit_code == 0
     promoted = mct("promote", model_name, "1")
@@ -70,7 +70,7 @@ def test_models_promote_show_and_rollback(mct, model_name: str) -> None:  # noqa
     assert "champion history" in shown.stdout and "rollback" in shown.stdout
 
 
-def test_a_refused_promotion_exits_1_with_both_figures(mct, model_name: str) -> None:  # noqa: ANN001
+def test_a_refused_promotion_exits_1_with_both_figures(mct, model_name: str) -> None:
     mct("train", "--dataset", "breast_cancer", *FAST, "--register", model_name)
     line = _single_line_error(mct("promote", model_name, "1", "--min-auc", "0.9999"), code=1)
     assert "not promoted" in line and "< minimum 0.9999" in line
@@ -111,7 +111,7 @@ def _csv(tmp_path: Path, frame: pd.DataFrame, name: str = "data.csv") -> str:
         (["train"], "Missing option '--dataset'"),
     ],
 )
-def test_bad_input_gets_one_line_and_exit_code_2(mct, tmp_path: Path, args: list[str], message: str) -> None:  # noqa: ANN001
+def test_bad_input_gets_one_line_and_exit_code_2(mct, tmp_path: Path, args: list[str], message: str) -> None:
     files = {
         "{tmp}": str(tmp_path),
         "{empty}": str(tmp_path / "empty.csv"),
@@ -124,12 +124,12 @@ def test_bad_input_gets_one_line_and_exit_code_2(mct, tmp_path: Path, args: list
     assert message in _single_line_error(mct(*args))
 
 
-def test_promoting_a_missing_version_exits_2(mct, model_name: str) -> None:  # noqa: ANN001
+def test_promoting_a_missing_version_exits_2(mct, model_name: str) -> None:
     mct("train", "--dataset", "breast_cancer", *FAST, "--register", model_name)
     assert f"'{model_name}' has no version 7" in _single_line_error(mct("promote", model_name, "7"))
 
 
-def test_invalid_config_file_is_one_line(mct, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_invalid_config_file_is_one_line(mct, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "mct.toml"
     config.write_text("[promotion]\ntolerance = -1\n")
     monkeypatch.setenv("MCT_CONFIG", str(config))
