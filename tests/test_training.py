@@ -13,7 +13,7 @@ from imblearn.over_sampling import SMOTE
 from toolkit.bundle import OnnxClassifier
 from toolkit.data import load_dataset
 from toolkit.data.datasets import TARGET_COLUMN
-from toolkit.errors import DataError
+from toolkit.errors import DataError, ExportError
 from toolkit.training.options import build_options
 from toolkit.training.pipeline import build_pipeline
 from toolkit.training.search import cross_validator, run_search, search_space
@@ -170,3 +170,19 @@ def test_smote_on_a_tiny_minority_suggests_class_weights(tmp_path: Path) -> None
     pd.DataFrame({"x": range(100), "y": [0] * 90 + [1] * 10}).to_csv(path, index=False)
     with pytest.raises(DataError, match="use --imbalance class-weight"):
         train(load_dataset(str(path), target="y"), _options(imbalance="smote"))
+
+
+def test_a_solver_stopped_at_its_limit_is_reported() -> None:
+    options = _options(penalty="elasticnet", max_iter=10, space={"C": [100.0], "l1_ratio": [0.5]})
+    result = train(load_dataset("breast_cancer"), options)
+    assert [finding.kind for finding in result.findings if finding.kind == "convergence"] == ["convergence"]
+    assert any("--max-iter" in warning for warning in result.card.warnings)
+
+
+def test_an_onnx_export_that_disagrees_with_scikit_learn_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # float32 inference differs from float64 by ~1e-7 here, so a zero tolerance must refuse it.
+    monkeypatch.setattr("toolkit.bundle.onnx_export.PARITY_TOLERANCE", 0.0)
+    with pytest.raises(
+        ExportError, match=r"ONNX probabilities differ from scikit-learn's by up to .* the model was not"
+    ):
+        train(load_dataset("breast_cancer"), _options(space={"C": [1.0]}))

@@ -49,6 +49,7 @@ def train_command(
         str | None, typer.Option(help="Search metric (default roc_auc, or f1_macro for multiclass).")
     ] = None,
     threshold: Annotated[str, typer.Option(help="Binary decision threshold: f1, youden, or a probability.")] = "f1",
+    max_iter: Annotated[int, typer.Option(help="Iteration limit of the solver.")] = 2000,
     seed: Annotated[int | None, typer.Option(help="Random seed of splits and models.")] = None,
     jobs: Annotated[int | None, typer.Option(help="Parallel fits (-1: every core).")] = None,
     register: Annotated[str | None, typer.Option(help="Register the model under this name.")] = None,
@@ -74,6 +75,7 @@ def train_command(
         n_jobs=defaults.n_jobs if jobs is None else jobs,
         scoring=scoring,
         threshold=threshold,
+        max_iter=max_iter,
         space=parse_space(param or []),
     )
     data = load_dataset(dataset, target=target, time_column=time_column)

@@ -6,10 +6,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import label_binarize
 
-__all__ = ["Finding", "leakage_findings", "overfitting_findings", "variance_inflation", "vif_findings"]
+__all__ = [
+    "Finding",
+    "convergence_findings",
+    "leakage_findings",
+    "overfitting_findings",
+    "variance_inflation",
+    "vif_findings",
+]
 
 # How many offending features a one-line message names before it says "and N more".
 NAMED_IN_MESSAGE = 4
@@ -37,6 +45,19 @@ def overfitting_findings(
     )
     details = {"train": train_score, "cv": cv_score, "holdout": holdout_score, "gap": gap}
     return [Finding("overfitting", message, details)]
+
+
+def convergence_findings(model: BaseEstimator, max_iter: int) -> list[Finding]:
+    """Warn when the chosen model's solver stopped at its iteration limit instead of converging."""
+    estimators = getattr(model, "estimators_", [model])
+    iterations = max(int(np.max(estimator.n_iter_)) for estimator in estimators)
+    if iterations < max_iter:
+        return []
+    message = (
+        f"the solver stopped at its limit of {max_iter} iterations without converging; "
+        "raise --max-iter, or try a smaller C or another --solver"
+    )
+    return [Finding("convergence", message, {"iterations": float(iterations)})]
 
 
 def variance_inflation(X: pd.DataFrame) -> pd.Series:

@@ -6,6 +6,7 @@ Nothing here talks to MLflow; `toolkit.tracking` logs what `train` returns.
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from imblearn.pipeline import Pipeline as ImbPipeline
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import (
     f1_score,
     get_scorer,
@@ -30,7 +32,13 @@ from toolkit.bundle.card import DatasetSummary
 from toolkit.data import Dataset
 from toolkit.data.datasets import MISSING_CATEGORY, TARGET_COLUMN
 from toolkit.errors import ConfigError, DataError
-from toolkit.training.diagnostics import Finding, leakage_findings, overfitting_findings, vif_findings
+from toolkit.training.diagnostics import (
+    Finding,
+    convergence_findings,
+    leakage_findings,
+    overfitting_findings,
+    vif_findings,
+)
 from toolkit.training.evaluation import DEFAULT_THRESHOLD, Evaluation, ThresholdChoice, evaluate, tune_threshold
 from toolkit.training.options import TrainingOptions
 from toolkit.training.pipeline import build_pipeline, inference_pipeline
@@ -108,13 +116,16 @@ def train(
     pipeline = build_pipeline(options, dataset.task, dataset.numeric, dataset.categorical)
     encoded_features = pipeline.steps[0][1].fit(X_train.head(1000)).transform(X_train.head(1)).shape[1]
     space = search_space(options, dataset.task, encoded_features)
-    search = run_search(pipeline, space, options, cv, scorer, X_train, y_train, on_progress)
-    best = search.best_estimator_
-
-    threshold = None
-    if positive is not None:
-        rows, oof = out_of_fold_proba(best, cv, X_train, y_train)
-        threshold = tune_threshold(y_train.iloc[rows].to_numpy(), oof[:, 1], positive, options.threshold)
+    with warnings.catch_warnings():
+        # Candidates that stop at max_iter are common and harmless during the search (scikit-learn
+        # passes this filter to its workers); the chosen model is checked once, below.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search = run_search(pipeline, space, options, cv, scorer, X_train, y_train, on_progress)
+        best = search.best_estimator_
+        threshold = None
+        if positive is not None:
+            rows, oof = out_of_fold_proba(best, cv, X_train, y_train)
+            threshold = tune_threshold(y_train.iloc[rows].to_numpy(), oof[:, 1], positive, options.threshold)
 
     holdout_proba = best.predict_proba(X_test)
     evaluation = evaluate(y_test.to_numpy(), holdout_proba, classes, threshold.value if threshold else None)
@@ -125,6 +136,7 @@ def train(
     findings = overfitting_findings(
         scoring_name, train_score, float(search.best_score_), holdout_score, limits.overfit_gap
     )
+    findings += convergence_findings(best[-1], options.max_iter)
     findings += vif_findings(X_train, limits.vif)
     findings += leakage_findings(X_train, y_train, classes, limits.leakage_auc)
 
