@@ -144,6 +144,7 @@ def training_document(result: TrainingResult, logged: LoggedRun) -> dict[str, An
         "warnings": card.warnings,
         "onnx_parity_max_error": card.onnx_parity_max_error,
         "artifact_uri": logged.artifact_uri,
+        "run_url": logged.url,
     }
 
 
@@ -190,6 +191,6 @@ def render_training(result: TrainingResult, logged: LoggedRun) -> None:
     console.print(f"ONNX export verified: max probability difference {card.onnx_parity_max_error:.1e}")
     for warning in card.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"run {logged.run_id} logged to {logged.artifact_uri}")
+    console.print(f"run {logged.run_id} logged to {logged.url or logged.artifact_uri}")
     if logged.version:
         console.print(f"[green]registered[/] {logged.model_name} version {logged.version}")

@@ -42,6 +42,7 @@ class LoggedRun:
     model_name: str | None
     version: str | None
     artifact_uri: str
+    url: str | None = None
 
 
 def log_training(store: TrackingStore, result: TrainingResult, model_name: str | None = None) -> LoggedRun:
@@ -63,7 +64,8 @@ def log_training(store: TrackingStore, result: TrainingResult, model_name: str |
         mlflow.log_artifacts(str(root))
         logged = _log_sklearn_model(result)
         version = _register(store, model_name, run.info.run_id, logged) if model_name else None
-        return LoggedRun(run.info.run_id, store.experiment_id, model_name, version, run.info.artifact_uri)
+        run_id = run.info.run_id
+        return LoggedRun(run_id, store.experiment_id, model_name, version, run.info.artifact_uri, store.run_url(run_id))
 
 
 def _flat_params(result: TrainingResult) -> dict[str, str]:

@@ -6,7 +6,6 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from toolkit.config import Settings
 
@@ -14,6 +13,9 @@ __all__ = ["TrackingStore", "open_store"]
 
 # MLflow otherwise reports usage to an outside host, which a closed network turns into delays.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow prints run links to stdout with a tracking server, which would corrupt `--json` output;
+# the toolkit shows the link itself (`run_url`).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -30,9 +32,11 @@ class TrackingStore:
     experiment_id: str
     client: MlflowClient
 
-    @property
-    def is_local(self) -> bool:
-        return self.tracking_uri.startswith("sqlite:")
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page in a tracking server's UI; None for the embedded store."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
 
 def open_store(settings: Settings) -> TrackingStore:
@@ -54,11 +58,6 @@ def open_store(settings: Settings) -> TrackingStore:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return TrackingStore(uri, experiment_id, client)
-
-
-def local_artifact_path(uri: str) -> Path | None:
-    """The filesystem path of a `file:` artifact URI, or None for remote stores."""
-    return Path(uri.removeprefix("file://")) if uri.startswith("file://") else None
 
 
 def _quiet_mlflow() -> None:
