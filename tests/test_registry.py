@@ -69,6 +69,8 @@ def test_models_are_listed_with_versions_and_aliases(store: TrackingStore, model
     versions = list_versions(store, model_name)
     assert [version.version for version in versions] == ["2", "1"]
     assert versions[0].aliases == ["champion"] and versions[0].dataset == "breast_cancer"
+    description = store.client.get_model_version(model_name, "2").description
+    assert description.startswith("binary model on breast_cancer (569 rows): holdout roc_auc 0.9")
     assert "roc_auc" in versions[0].metrics
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,7 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 __all__ = ["console", "format_metric", "print_json", "progress_bar", "status_console"]
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output has no terminal width to follow; 80 columns would fold the wider tables.
+PIPED_WIDTH = 120
+
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 status_console = Console(stderr=True, highlight=False)
 
 
@@ -21,8 +25,8 @@ def print_json(document: Any) -> None:
     print(json.dumps(document, indent=2, default=str))
 
 
-def format_metric(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def format_metric(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 @contextmanager

@@ -57,14 +57,14 @@ def show_command(
     shown = [metric for metric in KEY_METRICS if any(metric in version.metrics for version in versions)]
     table = Table("version", "created (UTC)", "aliases", "dataset", *shown, title=name, title_justify="left")
     for version in versions:
-        created = datetime.fromtimestamp(version.created_at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        created = datetime.fromtimestamp(version.created_at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         forced = " (forced)" if "mct.forced_promotion" in version.tags else ""
         table.add_row(
             version.version,
             created,
             ", ".join(version.aliases) + forced or "-",
             version.dataset,
-            *(format_metric(version.metrics.get(metric)) for metric in shown),
+            *(format_metric(version.metrics.get(metric), digits=3) for metric in shown),
         )
     console.print(table)
     if history:

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # The metrics `mct models` shows; the rest are in the run and the model card.
-KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "f1_macro", "recall", "threshold")
+KEY_METRICS = ("roc_auc", "accuracy", "f1", "f1_macro", "threshold")
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def log_training(store: TrackingStore, result: TrainingResult, model_name: str |
         _write_split(root / SPLIT_DIR, result)
         mlflow.log_artifacts(str(root))
         logged = _log_sklearn_model(result)
-        version = _register(store, model_name, run.info.run_id, logged) if model_name else None
+        version = _register(store, model_name, run.info.run_id, logged, _summary(card)) if model_name else None
         run_id = run.info.run_id
         return LoggedRun(run_id, store.experiment_id, model_name, version, run.info.artifact_uri, store.run_url(run_id))
 
@@ -132,14 +132,27 @@ def _log_sklearn_model(result: TrainingResult) -> mlflow.models.model.ModelInfo:
     )
 
 
-def _register(store: TrackingStore, name: str, run_id: str, logged: mlflow.models.model.ModelInfo) -> str:
+def _summary(card: ModelCard) -> str:
+    """One line for the registry's version description."""
+    metric = card.metrics.get("roc_auc", float("nan"))
+    threshold = f", threshold {card.threshold.value:.3f}" if card.threshold else ""
+    return (
+        f"{card.task} model on {card.dataset.name} ({card.dataset.rows} rows): holdout roc_auc {metric:.4f}{threshold}"
+    )
+
+
+def _register(
+    store: TrackingStore, name: str, run_id: str, logged: mlflow.models.model.ModelInfo, description: str
+) -> str:
     client = store.client
     try:
         try:
             client.get_registered_model(name)
         except MlflowException:
             client.create_registered_model(name)
-        version = client.create_model_version(name, source=logged.model_uri, run_id=run_id, model_id=logged.model_id)
+        version = client.create_model_version(
+            name, source=logged.model_uri, run_id=run_id, model_id=logged.model_id, description=description
+        )
     except MlflowException as exc:
         raise RegistryError(f"cannot register model {name!r}: {exc.message}") from None
     return str(version.version)

@@ -98,7 +98,7 @@ def plot_coefficients(names: list[str], coefficients: np.ndarray, classes: list[
         axes.set_xticks(np.arange(len(classes)), [str(label) for label in classes], rotation=30, ha="right")
     axes.set_yticks(np.arange(len(shown)), shown)
     axes.invert_yaxis()
-    axes.set_title("Logistic-regression coefficients (largest first)")
+    axes.set_title("Coefficients on the scaled model inputs (largest first)")
     return _save(figure, path)
 
 
