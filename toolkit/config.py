@@ -20,7 +20,7 @@ from pydantic_settings import (
 
 from toolkit.errors import ConfigError
 
-__all__ = ["PromotionPolicy", "Settings", "TrainingDefaults", "load_settings"]
+__all__ = ["CloudConfig", "PromotionPolicy", "Settings", "TrainingDefaults", "load_settings"]
 
 CONFIG_FILE_ENV = "MCT_CONFIG"
 DEFAULT_CONFIG_FILE = "mct.toml"
@@ -54,6 +54,24 @@ class PromotionPolicy(BaseModel):
     min_shared_rows: int = Field(20, ge=1)
 
 
+class CloudConfig(BaseModel):
+    """One cloud the toolkit publishes to (and, later, serves from)."""
+
+    url: str
+    # True: reach the store through the local emulator that `mct emulators up` started.
+    emulator: bool = False
+    # S3-compatible endpoint or GCS host; None means the provider's own (or its env variable).
+    endpoint: str | None = None
+
+
+def _emulated_clouds() -> dict[str, CloudConfig]:
+    return {
+        "aws": CloudConfig(url="s3://mct-aws", emulator=True),
+        "gcp": CloudConfig(url="gs://mct-gcp", emulator=True),
+        "azure": CloudConfig(url="az://mct-azure", emulator=True),
+    }
+
+
 class Settings(BaseSettings):
     """Every setting of the toolkit, typed and validated in one place."""
 
@@ -64,6 +82,7 @@ class Settings(BaseSettings):
     experiment: str = "mct"
     training: TrainingDefaults = TrainingDefaults()
     promotion: PromotionPolicy = PromotionPolicy()
+    clouds: dict[str, CloudConfig] = Field(default_factory=_emulated_clouds)
 
     @field_validator("home")
     @classmethod
