@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export ORT_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
 .PHONY: setup demo test check lint typecheck unit bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE_STAMP)
 
 # Reinstall only when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -18,6 +19,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
+
+# Azurite (the Azure Blob emulator) from npm into ./node_modules; 3.35.x is the last release for Node 20.
+$(NODE_STAMP): package.json $(wildcard package-lock.json)
+	@command -v npm >/dev/null || { echo "Azurite needs Node.js 20+ with npm (e.g. apt-get install nodejs npm)"; exit 1; }
+	npm install --no-audit --no-fund
+	touch $(NODE_STAMP)
 
 demo: setup
 	$(BIN)/mct demo
@@ -40,4 +47,4 @@ bench: setup
 	$(BIN)/python bench/onnx_vs_sklearn.py
 
 clean:
-	rm -rf $(VENV) .mct .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .mct .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,8 @@ from toolkit.cli.app import app
 from toolkit.config import Settings, load_settings
 from toolkit.tracking.store import TrackingStore, open_store
 
+pytest_plugins = ["tests.emulator_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from toolkit.emulators import stop_emulators
+
 FAST = ["--cv", "3", "--param", "C=1"]
 
 
@@ -157,9 +159,20 @@ def test_python_m_toolkit_runs_the_cli_as_a_subprocess(tmp_path: Path) -> None:
     ]
 
 
-def test_the_demo_trains_registers_and_promotes(tmp_path: Path) -> None:
-    demo = _run("demo", home=tmp_path)
-    assert demo.returncode == 0, demo.stderr
-    assert "promoted breast_cancer v1 to champion" in demo.stdout
-    auc = float(demo.stdout.split("holdout ROC AUC ")[1].split(";")[0])
-    assert auc >= 0.99
+def test_the_demo_trains_promotes_publishes_and_verifies(tmp_path: Path) -> None:
+    try:
+        demo = _run("demo", home=tmp_path)
+        assert demo.returncode == 0, demo.stderr
+        assert "promoted breast_cancer v1 to champion" in demo.stdout
+        auc = float(demo.stdout.split("holdout ROC AUC ")[1].split(";")[0])
+        assert auc >= 0.99
+        verified = _run("verify", "breast_cancer", "--json", home=tmp_path)
+        assert verified.returncode == 0, verified.stderr
+        clouds = json.loads(verified.stdout)["clouds"]
+        assert [(cloud["cloud"], cloud["version"], cloud["status"]) for cloud in clouds] == [
+            ("aws", "1", "OK"),
+            ("gcp", "1", "OK"),
+            ("azure", "1", "OK"),
+        ]
+    finally:
+        stop_emulators(tmp_path)

@@ -10,9 +10,12 @@ import typer
 
 from toolkit import __version__
 from toolkit.cli.demo import demo_command
+from toolkit.cli.emulators import emulators_app
 from toolkit.cli.errors import ToolkitGroup
 from toolkit.cli.models import models_app
 from toolkit.cli.promotion import promote_command, rollback_command
+from toolkit.cli.publishing import publish_command, verify_command
+from toolkit.cli.storage import sync_command
 from toolkit.cli.train import train_command
 from toolkit.training.search import SPACE_HELP
 
@@ -21,7 +24,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     cls=ToolkitGroup,
     name="mct",
-    help="Multi-cloud toolkit: train, register and promote logistic-regression models.",
+    help="Multi-cloud toolkit: train, register, promote and publish logistic-regression models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -29,8 +32,12 @@ app = typer.Typer(
 app.command("train", epilog=SPACE_HELP)(train_command)
 app.command("promote")(promote_command)
 app.command("rollback")(rollback_command)
+app.command("publish")(publish_command)
+app.command("verify")(verify_command)
+app.command("sync")(sync_command)
 app.command("demo")(demo_command)
 app.add_typer(models_app, name="models")
+app.add_typer(emulators_app, name="emulators")
 
 
 def _show_version(value: bool) -> None:
@@ -45,7 +52,7 @@ def _root(
         bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    """Multi-cloud toolkit: train, register and promote logistic-regression models."""
+    """Multi-cloud toolkit: train, register, promote and publish logistic-regression models."""
 
 
 def main() -> None:

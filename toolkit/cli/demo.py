@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from toolkit.cli.console import console
 from toolkit.cli.promotion import render_outcome
+from toolkit.cli.publishing import render_publish, render_verify
 from toolkit.cli.train import render_training, run_training
+from toolkit.clouds import cloud_stores, emulator_buckets
 from toolkit.config import load_settings
 from toolkit.data import load_dataset
+from toolkit.emulators import ensure_emulators
+from toolkit.publishing.export import export_bundle
+from toolkit.publishing.publish import publish_bundle
+from toolkit.publishing.verify import verify_clouds
 from toolkit.tracking.promotion import promote
 from toolkit.tracking.store import open_store
 from toolkit.training.options import build_options
@@ -21,19 +29,39 @@ __all__ = ["demo_command"]
 def demo_command(
     model: Annotated[str, typer.Option(help="Registered model name to use.")] = "breast_cancer",
 ) -> None:
-    """Train on breast_cancer, register the model, and promote it to champion behind the gate."""
+    """Train on breast_cancer, register, promote to champion, publish to three emulated clouds, verify."""
     settings = load_settings()
-    console.rule("1/3 train on breast_cancer")
-    data = load_dataset("breast_cancer")
+    console.rule("1/5 local cloud emulators")
+    emulators = ensure_emulators(settings.home, emulator_buckets(settings))
+    endpoints = emulators.endpoints
+    console.print(f"S3 (moto) {endpoints.s3}, GCS (fake-gcs-server) {endpoints.gcs}, Azure Blob (Azurite)")
+
+    console.rule("2/5 train on breast_cancer")
     options = build_options(
         seed=settings.training.seed, cv_folds=settings.training.cv_folds, n_jobs=settings.training.n_jobs
     )
-    result, logged = run_training(settings, data, options, register=model)
+    result, logged = run_training(settings, load_dataset("breast_cancer"), options, register=model)
     render_training(result, logged)
-    console.rule(f"2/3 registered {model} v{logged.version}")
-    console.rule("3/3 promote to champion")
-    outcome = promote(open_store(settings), model, str(logged.version), settings.promotion)
-    render_outcome(outcome)
+
+    console.rule(f"3/5 promote {model} v{logged.version} to champion")
+    tracking = open_store(settings)
+    render_outcome(promote(tracking, model, str(logged.version), settings.promotion))
+
+    console.rule("4/5 publish the champion to aws, gcp and azure")
+    stores = cloud_stores(settings)
+    with tempfile.TemporaryDirectory(prefix="mct-demo-") as scratch:
+        bundle = export_bundle(tracking, model, "@champion", Path(scratch))
+        published = publish_bundle(bundle, stores)
+    render_publish(model, bundle.manifest.version, published)
+
+    console.rule("5/5 verify every cloud")
+    verified = verify_clouds(stores, model)
+    render_verify(model, verified)
+
     console.print()
-    console.print(f"holdout ROC AUC {result.card.metrics['roc_auc']:.4f}; tracking store in {settings.home}")
-    console.print(f"next: `mct models show {model}`, `mct rollback {model}`, `mct train --help`")
+    console.print(f"holdout ROC AUC {result.card.metrics['roc_auc']:.4f}; data directory {settings.home}")
+    console.print(
+        f"next: `mct models show {model}`, `mct verify {model}`, `mct emulators status`, `mct emulators down`"
+    )
+    if not all(item.ok for item in published) or not all(item.ok for item in verified):
+        raise typer.Exit(1)

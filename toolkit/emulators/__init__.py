@@ -1,0 +1,21 @@
+"""Local emulators of the three clouds' object stores: moto (S3), fake-gcs-server (GCS), Azurite (Azure Blob).
+
+`start_emulators` starts a set on free ports; `ensure_emulators` reuses the set that `mct emulators up`
+recorded under the data directory while it is healthy. Only processes recorded as ours are ever stopped.
+"""
+
+from toolkit.emulators.errors import EmulatorError
+from toolkit.emulators.lifecycle import ensure_emulators, start_emulators, stop_emulators
+from toolkit.emulators.state import EmulatorProcess, EmulatorSet, Endpoints, read_state, state_file
+
+__all__ = [
+    "EmulatorError",
+    "EmulatorProcess",
+    "EmulatorSet",
+    "Endpoints",
+    "ensure_emulators",
+    "read_state",
+    "start_emulators",
+    "state_file",
+    "stop_emulators",
+]

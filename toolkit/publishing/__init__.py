@@ -1,0 +1,1 @@
+"""Publishing: export a registered model's bundle and replicate it, verified, to every cloud."""
