@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from toolkit.clouds import cloud_store
+from toolkit.config import load_settings
 from toolkit.emulators import stop_emulators
 
 FAST = ["--cv", "3", "--param", "C=1"]
@@ -174,5 +176,19 @@ def test_the_demo_trains_promotes_publishes_and_verifies(tmp_path: Path) -> None
             ("gcp", "1", "OK"),
             ("azure", "1", "OK"),
         ]
+        again = _run("publish", "breast_cancer", "--json", home=tmp_path)
+        assert [cloud["pointer"] for cloud in json.loads(again.stdout)["clouds"]] == ["already current"] * 3
+        tampered = tmp_path / "tampered.onnx"
+        tampered.write_bytes(b"not a model")
+        copied = _run("sync", str(tmp_path / "absent"), "gcp:models/breast_cancer/versions/1", home=tmp_path)
+        assert copied.returncode == 2 and "does not exist" in copied.stderr
+        overwrite = _run("sync", str(tmp_path), "azure:models/breast_cancer/versions/1", "--dry-run", home=tmp_path)
+        assert overwrite.returncode == 0 and "would copy" in overwrite.stdout
+        store = cloud_store(load_settings(home=tmp_path), "gcp", "models/breast_cancer/versions/1")
+        store.put("model.onnx", tampered)
+        caught = _run("verify", "breast_cancer", "--json", home=tmp_path)
+        assert caught.returncode == 1
+        statuses = {cloud["cloud"]: cloud["status"] for cloud in json.loads(caught.stdout)["clouds"]}
+        assert statuses == {"aws": "OK", "gcp": "MISMATCH", "azure": "OK"}
     finally:
         stop_emulators(tmp_path)
