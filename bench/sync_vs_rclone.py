@@ -28,7 +28,9 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -52,13 +54,13 @@ CLOUDS = ("s3", "gcs", "azure")
 SCHEMES = {"s3": "s3", "gcs": "gs", "azure": "az"}  # our URL scheme per emulator
 REMOTES = {"s3": "s3", "gcs": "gcs", "azure": "az"}  # section names in the rclone.conf written here
 FOLDERS = ("", "raw", "raw/2026-11", "features", "features/train", "features/test", "models/champion")
-PREFIXES = {"mct": "mct", "rclone": "rclone"}
 MB = 1_000_000
 # Bounds one rclone call: a stuck emulator is reported rather than waited on forever.
 RCLONE_TIMEOUT_SECONDS = 300.0
 # A quick listing before the timed runs, so that a remote rclone cannot use fails fast and says why.
 PREFLIGHT_FLAGS = ("--low-level-retries", "1", "--contimeout", "5s", "--timeout", "10s")
 REASON_CHARS = 300
+TABLE_WIDTH = 130
 
 
 @dataclass
@@ -139,7 +141,8 @@ def destination(cloud: str, endpoints: Endpoints, prefix: str) -> ObjectStore:
     return open_store(url, StoreOptions(connection_string=endpoints.azure_connection_string))
 
 
-def run_ours(source: ObjectStore, target: ObjectStore, transfers: int) -> Run:
+def run_ours(source: ObjectStore, target: ObjectStore, transfers: int) -> Sample:
+    cpu = time.process_time()
     started = time.perf_counter()
     summary = sync(source, target, transfers=transfers)
     seconds = time.perf_counter() - started
@@ -147,7 +150,7 @@ def run_ours(source: ObjectStore, target: ObjectStore, transfers: int) -> Run:
     if summary.failed:
         key, message = next(iter(summary.failed.items()))
         error = f"{len(summary.failed)} objects failed, e.g. {key}: {message}"
-    return Run(seconds=seconds, copied=len(summary.copied), error=error)
+    return Sample(seconds, time.process_time() - cpu, len(summary.copied), error)
 
 
 # rclone
@@ -252,7 +255,8 @@ def rclone_command(binary: str, config: Path, source: Path, remote: str, prefix:
     ]
 
 
-def run_rclone(command: list[str]) -> Run:
+def run_rclone(command: list[str]) -> Sample:
+    cpu = children_cpu_seconds()
     started = time.perf_counter()
     try:
         completed = subprocess.run(
@@ -264,12 +268,17 @@ def run_rclone(command: list[str]) -> Run:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return Run(error=f"rclone sync did not finish within {RCLONE_TIMEOUT_SECONDS:.0f} s")
+        return Sample(error=f"rclone sync did not finish within {RCLONE_TIMEOUT_SECONDS:.0f} s")
     seconds = time.perf_counter() - started
     copied = sum(1 for line in completed.stderr.splitlines() if '"msg":"Copied' in line)
-    if completed.returncode != 0:
-        return Run(seconds=seconds, copied=copied, error=rclone_reason(completed.stderr, completed.returncode))
-    return Run(seconds=seconds, copied=copied)
+    error = rclone_reason(completed.stderr, completed.returncode) if completed.returncode != 0 else None
+    return Sample(seconds, children_cpu_seconds() - cpu, copied, error)
+
+
+def children_cpu_seconds() -> float:
+    """User + system time of the child processes waited for so far (the emulators are not, until stopped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # Measuring
@@ -283,18 +292,20 @@ def matches(store: ObjectStore, tree: dict[str, int]) -> bool:
         return False
 
 
-def measure(files: int, total_mb: float, transfers: int, clouds: Sequence[str]) -> dict[str, Any]:
-    """Write the tree, start the emulators, time both tools cold then warm per cloud."""
+def measure(files: int, total_mb: float, transfers: int, repeat: int, clouds: Sequence[str]) -> dict[str, Any]:
+    """Write the tree, start the emulators, time both tools cold then warm per cloud, `repeat` times."""
     total_bytes = int(total_mb * MB)
     figures: dict[str, Any] = {
         "files": files,
         "total_mb": total_bytes / MB,
         "transfers": transfers,
+        "repeat": repeat,
         "clouds": list(clouds),
         "rclone": None,
-        "results": [],
+        "rclone_problem": None,
     }
     binary = shutil.which("rclone")
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="mct-bench-sync-") as scratch:
         work = Path(scratch)
         tree_dir = work / "tree"
@@ -310,71 +321,101 @@ def measure(files: int, total_mb: float, transfers: int, clouds: Sequence[str]) 
             else:
                 figures["rclone"] = {
                     "version": rclone_version(binary),
-                    "flags": f"--transfers {transfers} --checkers {transfers} (plus -v --use-json-log --stats 0)",
+                    "flags": f"--transfers {transfers} --checkers {transfers}",
+                    "logging_flags": "-v --use-json-log --stats 0",
                     "startup_seconds": rclone_startup_seconds(binary, config),
                 }
-            source = open_store(str(tree_dir))
+            bench = Bench(emulators.endpoints, open_store(str(tree_dir)), tree, tree_dir, transfers, binary, config)
             for cloud in clouds:
-                figures["results"].extend(
-                    measure_cloud(cloud, emulators.endpoints, source, tree, tree_dir, transfers, binary, config)
-                )
+                results.extend(bench.cloud(cloud, repeat))
         finally:
             emulators.stop()
-    figures["results"] = [asdict(result) for result in figures["results"]]
-    if "rclone_problem" in figures:
-        for result in figures["results"]:
-            if result["tool"] == "rclone":
-                result["problem"] = figures["rclone_problem"]
+    figures["results"] = [result_json(result, figures) for result in results]
+    figures["ratios"] = ratios(results)
     return figures
 
 
-def measure_cloud(
-    cloud: str,
-    endpoints: Endpoints,
-    source: ObjectStore,
-    tree: dict[str, int],
-    tree_dir: Path,
-    transfers: int,
-    binary: str | None,
-    config: Path,
-) -> list[Result]:
-    ours, theirs = Result(cloud, "mct"), Result(cloud, "rclone")
-    target = destination(cloud, endpoints, PREFIXES["mct"])
-    ours.cold = run_ours(source, target, transfers)
-    ours.warm = run_ours(source, target, transfers)
-    ours.verified = matches(target, tree)
-    if binary is None:
+@dataclass
+class Bench:
+    """What every measurement needs: the emulators, the tree, and how to run each tool."""
+
+    endpoints: Endpoints
+    source: ObjectStore
+    tree: dict[str, int]
+    tree_dir: Path
+    transfers: int
+    rclone: str | None
+    config: Path
+
+    def cloud(self, cloud: str, repeat: int) -> list[Result]:
+        """Both tools, cold then warm, each into a fresh prefix per repetition; who goes first alternates."""
+        ours, theirs = Result(cloud, "mct"), Result(cloud, "rclone")
+        if self.rclone is not None:
+            theirs.problem = rclone_preflight(self.rclone, self.config, REMOTES[cloud])
+        for repetition in range(repeat):
+            pairs = [(self.ours, ours), (self.theirs, theirs)]
+            for run, result in pairs if repetition % 2 == 0 else reversed(pairs):
+                run(cloud, repetition, result)
         return [ours, theirs]
-    theirs.problem = rclone_preflight(binary, config, REMOTES[cloud])
-    if theirs.problem is None:
-        command = rclone_command(binary, config, tree_dir, REMOTES[cloud], PREFIXES["rclone"], transfers)
-        theirs.cold = run_rclone(command)
-        theirs.warm = run_rclone(command)
-        theirs.verified = matches(destination(cloud, endpoints, PREFIXES["rclone"]), tree)
-    return [ours, theirs]
+
+    def ours(self, cloud: str, repetition: int, result: Result) -> None:
+        target = destination(cloud, self.endpoints, f"mct-{repetition}")
+        result.cold.samples.append(run_ours(self.source, target, self.transfers))
+        result.warm.samples.append(run_ours(self.source, target, self.transfers))
+        result.verified = matches(target, self.tree) and result.verified is not False
+
+    def theirs(self, cloud: str, repetition: int, result: Result) -> None:
+        if self.rclone is None or result.problem is not None or result.cold.error or result.warm.error:
+            return  # nothing to run, or it already failed: say so once rather than wait again
+        prefix = f"rclone-{repetition}"
+        command = rclone_command(self.rclone, self.config, self.tree_dir, REMOTES[cloud], prefix, self.transfers)
+        result.cold.samples.append(run_rclone(command))
+        result.warm.samples.append(run_rclone(command))
+        result.verified = (
+            matches(destination(cloud, self.endpoints, prefix), self.tree) and result.verified is not False
+        )
 
 
 # Reporting
 
 
-def ratio(theirs: float | None, ours: float | None) -> float | None:
-    return theirs / ours if theirs and ours else None
-
-
-def add_ratios(figures: dict[str, Any]) -> None:
-    """Per cloud: rclone time / our time, cold and warm (above 1: we are faster)."""
-    by_cloud: dict[str, dict[str, dict[str, Any]]] = {}
-    for result in figures["results"]:
-        by_cloud.setdefault(result["cloud"], {})[result["tool"]] = result
+def ratios(results: list[Result]) -> dict[str, dict[str, float | None]]:
+    """Per cloud: rclone time / our time, cold and warm, from the medians (above 1: we are faster)."""
+    by_cloud: dict[str, dict[str, Result]] = {}
+    for result in results:
+        by_cloud.setdefault(result.cloud, {})[result.tool] = result
+    figures: dict[str, dict[str, float | None]] = {}
+    for cloud, tools in by_cloud.items():
+        figures[cloud] = {}
         for phase in ("cold", "warm"):
-            seconds = result[phase]["seconds"]
-            result[phase]["mb_per_s"] = figures["total_mb"] / seconds if seconds and phase == "cold" else None
-    figures["ratios"] = {
-        cloud: {
-            phase: ratio(tools["rclone"][phase]["seconds"], tools["mct"][phase]["seconds"])
-            for phase in ("cold", "warm")
+            ours, theirs = (getattr(tools[tool], phase).seconds for tool in ("mct", "rclone"))
+            figures[cloud][phase] = theirs / ours if ours and theirs else None
+    return figures
+
+
+def result_json(result: Result, figures: dict[str, Any]) -> dict[str, Any]:
+    """One row of the JSON document: medians, throughput, and every sample."""
+
+    def phase_json(phase: Phase, throughput: bool) -> dict[str, Any]:
+        seconds = phase.seconds
+        return {
+            "seconds": seconds,
+            "mb_per_s": figures["total_mb"] / seconds if seconds and throughput else None,
+            "cpu_seconds": phase.cpu_seconds,
+            "error": phase.error,
+            "samples": [asdict(sample) for sample in phase.samples],
         }
-        for cloud, tools in by_cloud.items()
+
+    problem = result.problem
+    if result.tool == "rclone" and figures["rclone_problem"]:
+        problem = figures["rclone_problem"]
+    return {
+        "cloud": result.cloud,
+        "tool": result.tool,
+        "cold": phase_json(result.cold, throughput=True),
+        "warm": phase_json(result.warm, throughput=False),
+        "verified": result.verified,
+        "problem": problem,
     }
 
 
@@ -384,13 +425,14 @@ def notes(result: dict[str, Any], files: int) -> str:
     if result["problem"]:
         said.append(result["problem"])
     for phase in ("cold", "warm"):
-        run = result[phase]
-        if run["error"]:
-            said.append(f"{phase}: {run['error']}")
-    if result["cold"]["copied"] is not None and result["cold"]["copied"] != files:
-        said.append(f"cold uploaded {result['cold']['copied']}/{files}")
-    if result["warm"]["copied"]:
-        said.append(f"warm uploaded {result['warm']['copied']} objects again")
+        if result[phase]["error"]:
+            said.append(f"{phase}: {result[phase]['error']}")
+    cold = [sample["copied"] for sample in result["cold"]["samples"] if sample["copied"] is not None]
+    warm = [sample["copied"] for sample in result["warm"]["samples"] if sample["copied"]]
+    if any(copied != files for copied in cold):
+        said.append(f"cold uploaded {min(cold)}/{files}")
+    if warm:
+        said.append(f"warm uploaded {max(warm)} objects again")
     if result["verified"] is False:
         said.append("destination does not match the tree")
     return "; ".join(said) or "ok"
@@ -406,12 +448,15 @@ def print_table(figures: dict[str, Any]) -> None:
         return f"[green]{value:.2f}x[/]" if value >= 1 else f"[red]{value:.2f}x[/]"
 
     table = Table(
-        title=f"sync of {figures['files']} files, {figures['total_mb']:.0f} MB, {figures['transfers']} transfers: "
-        "ours vs rclone on the emulators",
+        title=f"sync of {figures['files']} files, {figures['total_mb']:.0f} MB, {figures['transfers']} transfers, "
+        f"median of {figures['repeat']}: ours vs rclone on the emulators",
         caption_justify="left",
     )
-    for column in ("cloud", "tool", "cold s", "cold MB/s", "warm s", "ratio cold", "ratio warm", "notes"):
-        table.add_column(column, justify="left" if column in ("cloud", "tool", "notes") else "right")
+    columns = ("cloud", "tool", "cold s", "cold MB/s", "warm s", "ratio cold", "ratio warm", "CPU s cold/warm", "notes")
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column in ("cloud", "tool", "notes") else "right", no_wrap=column != "notes"
+        )
     for result in figures["results"]:
         ratios = figures["ratios"].get(result["cloud"], {}) if result["tool"] == "mct" else {}
         table.add_row(
@@ -422,16 +467,23 @@ def print_table(figures: dict[str, Any]) -> None:
             number(result["warm"]["seconds"]),
             ratio_cell(ratios.get("cold")),
             ratio_cell(ratios.get("warm")),
+            f"{number(result['cold']['cpu_seconds'])}/{number(result['warm']['cpu_seconds'])}",
             notes(result, figures["files"]),
         )
     rclone = figures["rclone"]
-    table.caption = "ratio = rclone s / our s (above 1: we are faster); MB = 10^6 bytes\n" + (
-        f"{rclone['version']}, {rclone['flags']}; its times include process start, about "
-        f"{rclone['startup_seconds'] * 1000:.0f} ms"
-        if rclone
-        else figures.get("rclone_problem", "")
+    table.caption = (
+        "ratio = rclone s / our s (above 1: we are faster); MB = 10^6 bytes; CPU s = the syncing process's own\n"
+        + (
+            f"{rclone['version']} with {rclone['flags']}, defaults otherwise; its times include process start, "
+            f"about {rclone['startup_seconds'] * 1000:.0f} ms"
+            if rclone
+            else figures["rclone_problem"]
+        )
     )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=TABLE_WIDTH)  # piped or captured: wider than Rich's 80, so the rows stay whole
+    console.print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -440,14 +492,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--files", type=int, default=200, help="files in the local tree")
     parser.add_argument("--total-mb", type=float, default=200.0, help="total size of the tree, MB (10^6 bytes)")
     parser.add_argument("--transfers", type=int, default=8, help="parallel transfers, for both tools")
+    parser.add_argument("--repeat", type=int, default=3, help="cold+warm pairs per tool and cloud; medians shown")
     parser.add_argument("--clouds", default=",".join(CLOUDS), help="comma-separated subset of s3,gcs,azure")
     parser.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     args = parser.parse_args(argv)
     clouds = [cloud.strip() for cloud in args.clouds.split(",") if cloud.strip()]
-    if args.files < 1 or args.total_mb <= 0 or args.transfers < 1 or not set(clouds) <= set(CLOUDS) or not clouds:
-        parser.error("--files, --total-mb and --transfers must be positive; --clouds a subset of s3,gcs,azure")
-    figures = measure(args.files, args.total_mb, args.transfers, clouds)
-    add_ratios(figures)
+    if (
+        args.files < 1
+        or args.total_mb <= 0
+        or args.transfers < 1
+        or args.repeat < 1
+        or not set(clouds) <= set(CLOUDS)
+        or not clouds
+    ):
+        parser.error(
+            "--files, --total-mb, --transfers and --repeat must be positive; --clouds a subset of s3,gcs,azure"
+        )
+    figures = measure(args.files, args.total_mb, args.transfers, args.repeat, clouds)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:

@@ -20,7 +20,15 @@ from pydantic_settings import (
 
 from toolkit.errors import ConfigError
 
-__all__ = ["CloudConfig", "PromotionPolicy", "Settings", "TrainingDefaults", "load_settings"]
+__all__ = [
+    "CloudConfig",
+    "PromotionPolicy",
+    "RouterSettings",
+    "ServingSettings",
+    "Settings",
+    "TrainingDefaults",
+    "load_settings",
+]
 
 CONFIG_FILE_ENV = "MCT_CONFIG"
 DEFAULT_CONFIG_FILE = "mct.toml"
@@ -55,21 +63,41 @@ class PromotionPolicy(BaseModel):
 
 
 class CloudConfig(BaseModel):
-    """One cloud the toolkit publishes to (and, later, serves from)."""
+    """One cloud: the store the toolkit publishes to, and the model servers that serve from it."""
 
     url: str
     # True: reach the store through the local emulator that `mct emulators up` started.
     emulator: bool = False
     # S3-compatible endpoint or GCS host; None means the provider's own (or its env variable).
     endpoint: str | None = None
+    # The cloud's model servers, as the router reaches them.
+    serving_urls: list[str] = Field(default_factory=list)
 
 
 def _emulated_clouds() -> dict[str, CloudConfig]:
     return {
-        "aws": CloudConfig(url="s3://mct-aws", emulator=True),
-        "gcp": CloudConfig(url="gs://mct-gcp", emulator=True),
-        "azure": CloudConfig(url="az://mct-azure", emulator=True),
+        "aws": CloudConfig(url="s3://mct-aws", emulator=True, serving_urls=["http://127.0.0.1:8001"]),
+        "gcp": CloudConfig(url="gs://mct-gcp", emulator=True, serving_urls=["http://127.0.0.1:8002"]),
+        "azure": CloudConfig(url="az://mct-azure", emulator=True, serving_urls=["http://127.0.0.1:8003"]),
     }
+
+
+class ServingSettings(BaseModel):
+    """The model server (`mct serve`)."""
+
+    # How often a server checks its cloud's pointer for a new version.
+    poll_seconds: float = Field(5.0, gt=0)
+    # Bearer token required on prediction routes (health routes stay open); None disables auth.
+    token: str | None = None
+    max_batch_rows: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+
+
+class RouterSettings(BaseModel):
+    """The router (`mct route`); engine-neutral, so the HAProxy engine can render the same semantics."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
 
 
 class Settings(BaseSettings):
@@ -83,6 +111,8 @@ class Settings(BaseSettings):
     training: TrainingDefaults = TrainingDefaults()
     promotion: PromotionPolicy = PromotionPolicy()
     clouds: dict[str, CloudConfig] = Field(default_factory=_emulated_clouds)
+    serving: ServingSettings = ServingSettings()
+    router: RouterSettings = RouterSettings()
 
     @field_validator("home")
     @classmethod
