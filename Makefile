@@ -43,8 +43,16 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -n 2 --dist loadfile
 
+# The sync benchmark compares with Debian's rclone: installed here when missing and we are root.
 bench: setup
 	$(BIN)/python bench/onnx_vs_sklearn.py
+	@command -v rclone >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq rclone || echo "could not install rclone: the sync benchmark shows our figures only"; \
+	  else \
+	    echo "rclone is missing: install it (sudo apt-get install rclone, or https://rclone.org/install/) to compare with it"; \
+	  fi; }
+	$(BIN)/python bench/sync_vs_rclone.py
 
 clean:
 	rm -rf $(VENV) node_modules .mct .pytest_cache .mypy_cache .ruff_cache

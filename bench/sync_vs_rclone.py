@@ -1,23 +1,26 @@
 """Throughput of `toolkit.storage.sync` (what `mct sync` runs) against Debian's rclone, on the local emulators.
 
-One run writes a local tree (`--files` files of random bytes totalling `--total-mb` MB, sizes spread around
-the mean, in a few sub-folders), starts the three emulators (moto for S3, fake-gcs-server for GCS, Azurite
-for Azure Blob) in a temporary directory, and for each cloud syncs the tree with both tools, each into its
-own empty prefix of the bucket `bench`:
+One run writes a local tree (`--files` files of random bytes totalling `--total-mb` MB, sizes spread from 0.4
+to 1.6 times the mean, in a few sub-folders), starts the three emulators (moto for S3, fake-gcs-server for
+GCS, Azurite for Azure Blob) in a temporary directory, and for each cloud syncs the tree with both tools,
+each into its own empty prefix of the bucket `bench`:
 
 - cold: the prefix is empty, every object is uploaded;
-- warm: the same unchanged tree again, nothing should be uploaded (only listing and comparing).
+- warm: the same unchanged tree again; nothing may be uploaded (only listing and comparing).
 
-Ours runs in-process (as `mct sync` does) with `--transfers` workers; rclone runs as
-`rclone sync SRC remote:bench/PREFIX --transfers N --checkers N` with an rclone.conf written for the
+Ours runs in-process (as `mct sync` runs it, minus the CLI's start) with `--transfers` workers; rclone runs
+as `rclone sync TREE remote:bench/PREFIX --transfers N --checkers N` with an rclone.conf written for the
 emulators' ports, `AWS_CA_BUNDLE` and `RCLONE_*` removed from its environment, and otherwise its defaults
-(so its time includes starting its process). After each run the destination is listed and compared with
-the tree (keys and sizes), and a warm run that uploads anything is flagged. Ratios are rclone time / our
-time: above 1 means we are faster. Where rclone is missing or cannot talk to an emulator, the reason is
-printed and only our figures are shown. About a minute on 2 cores for the defaults.
+(its time includes starting its process). Each cold+warm pair runs `--repeat` times, the tool that goes
+first alternating; after each pair the destination is compared with the tree (keys and sizes) and emptied,
+so every repetition meets the same emulator state. The table shows medians, cold throughput, and ratios
+rclone time / our time: above 1 means we are faster; `--json` adds every sample and the emulators' CPU time.
+Where rclone is missing or cannot talk to an emulator, the row says why and only our figures are shown.
+About 40 s on 2 cores for the defaults.
 
 Run it with `make bench` (which installs rclone when it can), or
-`.venv/bin/python bench/sync_vs_rclone.py [--files N] [--total-mb MB] [--transfers N] [--clouds s3,gcs,azure] [--json]`.
+`.venv/bin/python bench/sync_vs_rclone.py [--files N] [--total-mb MB] [--transfers N] [--repeat N]
+[--clouds s3,gcs,azure] [--json]`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from toolkit.clouds import EMULATOR_CREDENTIALS
-from toolkit.emulators import Endpoints, start_emulators
+from toolkit.emulators import EmulatorError, Endpoints, start_emulators
 from toolkit.storage import ObjectStore, open_store
 from toolkit.storage.errors import StorageError
 from toolkit.storage.registry import StoreOptions
@@ -60,7 +64,10 @@ RCLONE_TIMEOUT_SECONDS = 300.0
 # A quick listing before the timed runs, so that a remote rclone cannot use fails fast and says why.
 PREFLIGHT_FLAGS = ("--low-level-retries", "1", "--contimeout", "5s", "--timeout", "10s")
 REASON_CHARS = 300
+# "2026/11/25 14:05:44 ERROR : " in front of rclone's plain log lines
+LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+(?:[A-Z]+\s*:\s*)?")
 TABLE_WIDTH = 130
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass
@@ -71,6 +78,7 @@ class Sample:
     cpu_seconds: float | None = None  # CPU time of the syncing process: ours in-process, rclone's child
     copied: int | None = None  # objects uploaded (rclone: its "Copied" log lines)
     error: str | None = None
+    emulator_cpu_seconds: float | None = None  # CPU time the emulator spent meanwhile (Linux /proc)
 
 
 @dataclass
@@ -82,17 +90,24 @@ class Phase:
     @property
     def seconds(self) -> float | None:
         """The median wall time of the samples that succeeded."""
-        times = [sample.seconds for sample in self.samples if sample.seconds is not None and sample.error is None]
-        return statistics.median(times) if times else None
+        return self._median("seconds")
 
     @property
     def cpu_seconds(self) -> float | None:
-        times = [sample.cpu_seconds for sample in self.samples if sample.cpu_seconds is not None]
-        return statistics.median(times) if times else None
+        return self._median("cpu_seconds")
+
+    @property
+    def emulator_cpu_seconds(self) -> float | None:
+        return self._median("emulator_cpu_seconds")
 
     @property
     def error(self) -> str | None:
         return next((sample.error for sample in self.samples if sample.error), None)
+
+    def _median(self, name: str) -> float | None:
+        values = [getattr(sample, name) for sample in self.samples if sample.error is None]
+        known = [value for value in values if value is not None]
+        return statistics.median(known) if known else None
 
 
 @dataclass
@@ -157,7 +172,7 @@ def run_ours(source: ObjectStore, target: ObjectStore, transfers: int) -> Sample
 
 
 def rclone_config(endpoints: Endpoints) -> str:
-    """An rclone.conf with one remote per emulator (see docs NOTES: "rclone against the emulators")."""
+    """An rclone.conf with one remote per emulator, in the form known to work with rclone 1.60."""
     azure = dict(part.split("=", 1) for part in endpoints.azure_connection_string.split(";") if "=" in part)
     return "\n".join(
         [
@@ -222,6 +237,7 @@ def rclone_reason(stderr: str, returncode: int | None) -> str:
         if line.startswith("{"):
             with contextlib.suppress(json.JSONDecodeError):
                 line = json.loads(line).get("msg", line)
+        line = LOG_PREFIX.sub("", line)
         if line:
             lines.append(line)
     errors = [line for line in lines if re.search(r"error|failed|critical", line, re.IGNORECASE)]
@@ -238,7 +254,9 @@ def rclone_preflight(binary: str, config: Path, remote: str) -> str | None:
         )
     except subprocess.TimeoutExpired:
         return "rclone lsf did not answer within 60 s"
-    return None if completed.returncode == 0 else rclone_reason(completed.stderr, completed.returncode)
+    if completed.returncode == 0:
+        return None
+    return f"rclone cannot use this emulator: {rclone_reason(completed.stderr, completed.returncode)}"
 
 
 def rclone_command(binary: str, config: Path, source: Path, remote: str, prefix: str, transfers: int) -> list[str]:
@@ -325,7 +343,9 @@ def measure(files: int, total_mb: float, transfers: int, repeat: int, clouds: Se
                     "logging_flags": "-v --use-json-log --stats 0",
                     "startup_seconds": rclone_startup_seconds(binary, config),
                 }
-            bench = Bench(emulators.endpoints, open_store(str(tree_dir)), tree, tree_dir, transfers, binary, config)
+            pids = {process.cloud: process.pid for process in emulators.processes}
+            source = open_store(str(tree_dir))
+            bench = Bench(emulators.endpoints, source, tree, tree_dir, transfers, binary, config, pids)
             for cloud in clouds:
                 results.extend(bench.cloud(cloud, repeat))
         finally:
@@ -346,6 +366,7 @@ class Bench:
     transfers: int
     rclone: str | None
     config: Path
+    emulator_pids: dict[str, int]
 
     def cloud(self, cloud: str, repeat: int) -> list[Result]:
         """Both tools, cold then warm, each into a fresh prefix per repetition; who goes first alternates."""
@@ -360,20 +381,42 @@ class Bench:
 
     def ours(self, cloud: str, repetition: int, result: Result) -> None:
         target = destination(cloud, self.endpoints, f"mct-{repetition}")
-        result.cold.samples.append(run_ours(self.source, target, self.transfers))
-        result.warm.samples.append(run_ours(self.source, target, self.transfers))
-        result.verified = matches(target, self.tree) and result.verified is not False
+        for phase in (result.cold, result.warm):
+            phase.samples.append(self.observed(cloud, lambda: run_ours(self.source, target, self.transfers)))
+        self.check_and_clear(result, target)
 
     def theirs(self, cloud: str, repetition: int, result: Result) -> None:
         if self.rclone is None or result.problem is not None or result.cold.error or result.warm.error:
             return  # nothing to run, or it already failed: say so once rather than wait again
         prefix = f"rclone-{repetition}"
         command = rclone_command(self.rclone, self.config, self.tree_dir, REMOTES[cloud], prefix, self.transfers)
-        result.cold.samples.append(run_rclone(command))
-        result.warm.samples.append(run_rclone(command))
-        result.verified = (
-            matches(destination(cloud, self.endpoints, prefix), self.tree) and result.verified is not False
-        )
+        for phase in (result.cold, result.warm):
+            phase.samples.append(self.observed(cloud, lambda: run_rclone(command)))
+        self.check_and_clear(result, destination(cloud, self.endpoints, prefix))
+
+    def observed(self, cloud: str, run: Callable[[], Sample]) -> Sample:
+        """`run`, with the CPU time its emulator spent meanwhile: the other half of a 2-core machine's load."""
+        before = process_cpu_seconds(self.emulator_pids[cloud])
+        sample = run()
+        after = process_cpu_seconds(self.emulator_pids[cloud])
+        if before is not None and after is not None:
+            sample.emulator_cpu_seconds = after - before
+        return sample
+
+    def check_and_clear(self, result: Result, target: ObjectStore) -> None:
+        """Compare the destination with the tree, then empty it: every repetition meets the same emulator state."""
+        result.verified = matches(target, self.tree) and result.verified is not False
+        with contextlib.suppress(StorageError), ThreadPoolExecutor(max_workers=self.transfers) as pool:
+            list(pool.map(target.delete, [info.key for info in target.list()]))  # leftovers change no figure
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process from /proc (None where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 # Reporting
@@ -402,6 +445,7 @@ def result_json(result: Result, figures: dict[str, Any]) -> dict[str, Any]:
             "seconds": seconds,
             "mb_per_s": figures["total_mb"] / seconds if seconds and throughput else None,
             "cpu_seconds": phase.cpu_seconds,
+            "emulator_cpu_seconds": phase.emulator_cpu_seconds,
             "error": phase.error,
             "samples": [asdict(sample) for sample in phase.samples],
         }
@@ -508,7 +552,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(
             "--files, --total-mb, --transfers and --repeat must be positive; --clouds a subset of s3,gcs,azure"
         )
-    figures = measure(args.files, args.total_mb, args.transfers, args.repeat, clouds)
+    try:
+        figures = measure(args.files, args.total_mb, args.transfers, args.repeat, clouds)
+    except EmulatorError as exc:
+        raise SystemExit(f"cannot start the emulators: {exc}") from None
     if args.json:
         print(json.dumps(figures, indent=2))
     else:

@@ -73,3 +73,15 @@ def test_sync_command_prints_a_summary_and_json(mct, tmp_path: Path) -> None:
     assert "copied 3" in first.stdout
     second = json.loads(mct("sync", source, target, "--json").stdout)
     assert (second["copied"], second["skipped"], second["bytes_copied"]) == (0, 3, 0)
+
+
+def test_a_file_edited_in_place_after_a_put_is_synced_again(emulators, tmp_path: Path) -> None:
+    source = local_store(tmp_path / "src")
+    source.put("model.bin", b"A" * 4096)
+    target = emulated_store(emulators, "azure")
+    assert sync(source, target).copied == ["model.bin"]
+    with (tmp_path / "src" / "model.bin").open("r+b") as stream:  # same size, new content, same inode
+        stream.write(b"B" * 4096)
+    assert source.head("model.bin").sha256 is None, "the recorded hash no longer describes the file"
+    assert sync(source, target).copied == ["model.bin"]
+    assert target.get("model.bin") == b"B" * 4096

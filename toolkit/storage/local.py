@@ -91,14 +91,14 @@ class LocalStore(ObjectStore):
     def download(self, key: str, destination: Path) -> ObjectInfo:
         path = self._path(key)
         with self._run(lambda: path.open("rb"), key) as source:
-            info = _info(key, os.fstat(source.fileno()), _read_sha256(source.fileno()))
+            info = _described(key, source.fileno())
             write_atomically(destination, lambda stream: shutil.copyfileobj(source, stream, CHUNK_BYTES))
         return info
 
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
         with self._run(lambda: path.open("rb"), key) as stream:
-            return _info(key, os.fstat(stream.fileno()), _read_sha256(stream.fileno()))
+            return _described(key, stream.fileno())
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         self._location.name_prefix(prefix)
@@ -164,7 +164,7 @@ class LocalStore(ObjectStore):
                 except FileNotFoundError:  # deleted while listing
                     continue
                 if stat.S_ISREG(status.st_mode):
-                    yield _info(key, status, _read_sha256(path))
+                    yield _info(key, status, _read_sha256(path, status))
 
     def _require_root(self, key: str | None) -> None:
         """Raise `BucketNotFound` unless the root directory exists: writes never create it."""
@@ -201,16 +201,25 @@ def _info(key: str, status: os.stat_result, sha256: str | None) -> ObjectInfo:
     return ObjectInfo(key=key, size=status.st_size, etag=etag, sha256=sha256)
 
 
+def _described(key: str, descriptor: int) -> ObjectInfo:
+    status = os.fstat(descriptor)
+    return _info(key, status, _read_sha256(descriptor, status))
+
+
 def _record_sha256(descriptor: int, sha256: str) -> None:
+    """Keep the hash with the modification time and size it describes (the stamp rclone trusts too)."""
+    status = os.fstat(descriptor)
     with contextlib.suppress(OSError):  # no user xattrs here (some tmpfs, NFS): the hash stays unknown
-        os.setxattr(descriptor, _XATTR_SHA256, sha256.encode())
+        os.setxattr(descriptor, _XATTR_SHA256, f"{sha256}:{status.st_mtime_ns}:{status.st_size}".encode())
 
 
-def _read_sha256(file: int | Path) -> str | None:
+def _read_sha256(file: int | Path, status: os.stat_result) -> str | None:
+    """The recorded hash, unless the file was modified in place since (then it is unknown)."""
     try:
-        return os.getxattr(file, _XATTR_SHA256).decode()
-    except OSError:
+        sha256, mtime_ns, size = os.getxattr(file, _XATTR_SHA256).decode().split(":")
+    except (OSError, ValueError):
         return None
+    return sha256 if (int(mtime_ns), int(size)) == (status.st_mtime_ns, status.st_size) else None
 
 
 def _is_internal(name: str) -> bool:

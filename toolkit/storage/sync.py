@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.storage.base import ObjectInfo, ObjectStore, file_sha256
+from toolkit.storage.base import ObjectInfo, ObjectStore, file_digests
 from toolkit.storage.errors import StorageError
 
 __all__ = ["SyncSummary", "sync"]
@@ -115,36 +115,62 @@ def _sync_object(
     dry_run: bool,
 ) -> bool:
     """Copy one object unless the destination already has the same content; True if copied."""
-    source_sha = None
-    if existing is not None and existing.size == info.size:
-        source_sha = _sha256(source, info)
-        target_sha = _sha256(destination, existing)
-        if source_sha and target_sha:
-            if source_sha == target_sha:
-                return False
-        elif info.md5 and existing.md5:
-            if info.md5 == existing.md5:
-                return False
-        elif not checksum:
-            return False
+    digests = _Digests(source, info)
+    if existing is not None and existing.size == info.size and _same_content(digests, destination, existing, checksum):
+        return False
     if dry_run:
         return True
     path = source.local_path(info.key)
     if path is not None:
-        destination.put(info.key, path, sha256=source_sha or _sha256(source, info))
+        destination.put(info.key, path, sha256=digests.sha256())
         return True
     with tempfile.TemporaryDirectory(prefix="mct-sync-") as scratch:
         staged = Path(scratch) / "object"
         source.download(info.key, staged)
-        destination.put(info.key, staged, sha256=source_sha or info.sha256)
+        destination.put(info.key, staged, sha256=info.sha256)
     return True
 
 
-def _sha256(store: ObjectStore, info: ObjectInfo) -> str | None:
-    """The object's SHA-256 from its listing, its local file, or its metadata (a HEAD request)."""
-    if info.sha256:
-        return info.sha256
-    path = store.local_path(info.key)
-    if path is not None:
-        return file_sha256(path)
-    return store.head(info.key).sha256
+def _same_content(digests: _Digests, destination: ObjectStore, existing: ObjectInfo, checksum: bool) -> bool:
+    """Compare by the cheapest evidence first: hashes in the listings, then MD5, then HEAD requests."""
+    if existing.sha256 and (source_sha := digests.sha256(remote=False)):
+        return source_sha == existing.sha256
+    if existing.md5 and (source_md5 := digests.md5()):
+        return source_md5 == existing.md5
+    source_sha = digests.sha256()
+    target_sha = existing.sha256 or destination.head(existing.key).sha256
+    if source_sha and target_sha:
+        return source_sha == target_sha
+    return not checksum
+
+
+class _Digests:
+    """The source object's hashes, each worked out at most once and only when needed.
+
+    From the listing when it has them, else from the local file (one read for both), else from
+    the object's metadata (a HEAD request, only if `remote`).
+    """
+
+    def __init__(self, store: ObjectStore, info: ObjectInfo) -> None:
+        self._store, self._info = store, info
+        self._local: dict[str, str] | None = None
+
+    def sha256(self, remote: bool = True) -> str | None:
+        if self._info.sha256:
+            return self._info.sha256
+        local = self._from_file()
+        if local:
+            return local["sha256"]
+        return self._store.head(self._info.key).sha256 if remote else None
+
+    def md5(self) -> str | None:
+        if self._info.md5:
+            return self._info.md5
+        local = self._from_file()
+        return local["md5"] if local else None
+
+    def _from_file(self) -> dict[str, str] | None:
+        if self._local is None:
+            path = self._store.local_path(self._info.key)
+            self._local = file_digests(path, "sha256", "md5") if path is not None else {}
+        return self._local or None
