@@ -147,30 +147,28 @@ def _same_content(digests: _Digests, destination: ObjectStore, existing: ObjectI
 class _Digests:
     """The source object's hashes, each worked out at most once and only when needed.
 
-    From the listing when it has them, else from the local file (one read for both), else from
-    the object's metadata (a HEAD request, only if `remote`).
+    From the listing when it has them, else from the local file, else (SHA-256 only, if `remote`)
+    from the object's metadata with a HEAD request.
     """
 
     def __init__(self, store: ObjectStore, info: ObjectInfo) -> None:
         self._store, self._info = store, info
-        self._local: dict[str, str] | None = None
+        self._path = store.local_path(info.key)
+        self._computed: dict[str, str] = {}
 
     def sha256(self, remote: bool = True) -> str | None:
         if self._info.sha256:
             return self._info.sha256
-        local = self._from_file()
-        if local:
-            return local["sha256"]
+        if self._path is not None:
+            return self._from_file("sha256")
         return self._store.head(self._info.key).sha256 if remote else None
 
     def md5(self) -> str | None:
         if self._info.md5:
             return self._info.md5
-        local = self._from_file()
-        return local["md5"] if local else None
+        return self._from_file("md5") if self._path is not None else None
 
-    def _from_file(self) -> dict[str, str] | None:
-        if self._local is None:
-            path = self._store.local_path(self._info.key)
-            self._local = file_digests(path, "sha256", "md5") if path is not None else {}
-        return self._local or None
+    def _from_file(self, algorithm: str) -> str:
+        if algorithm not in self._computed and self._path is not None:
+            self._computed[algorithm] = file_digests(self._path, algorithm)[algorithm]
+        return self._computed[algorithm]
