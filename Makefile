@@ -53,6 +53,8 @@ bench: setup
 	    echo "rclone is missing: install it (sudo apt-get install rclone, or https://rclone.org/install/) to compare with it"; \
 	  fi; }
 	$(BIN)/python bench/sync_vs_rclone.py
+	$(BIN)/python bench/server_vs_mlflow.py
+	$(BIN)/python bench/router_vs_nginx.py
 
 clean:
 	rm -rf $(VENV) node_modules .mct .pytest_cache .mypy_cache .ruff_cache

@@ -1,1 +1,2 @@
-"""Serving (coming next): a FastAPI model server per cloud and a router that fails over between them."""
+"""Serving: a model server per cloud (`serving.server`, `mct serve`) and a router that fails over between them
+(`serving.router`, `mct route`)."""

@@ -89,6 +89,11 @@ class ServingSettings(BaseModel):
     poll_seconds: float = Field(5.0, gt=0)
     # Bearer token required on prediction routes (health routes stay open); None disables auth.
     token: str | None = None
+    # The model a server serves when `mct serve` is not given `--model` (the one `mct demo` publishes).
+    model: str = "breast_cancer"
+    # The pointer a server follows, `models/MODEL/ALIAS.json` (what `mct publish` moves).
+    alias: str = "champion"
+    # Rows per prediction request and bytes per request body: larger requests get 413.
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
 
@@ -96,8 +101,58 @@ class ServingSettings(BaseModel):
 class RouterSettings(BaseModel):
     """The router (`mct route`); engine-neutral, so the HAProxy engine can render the same semantics."""
 
+    # A misspelt key under [router] is an error, not a silently ignored setting.
+    model_config = {"extra": "forbid"}
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # How to choose among the available backends of the preferred tier: round_robin, weighted,
+    # least_outstanding (power of two choices) or peak_ewma (latency-aware). Clouds differ in latency,
+    # and peak EWMA moves traffic off a cloud that turns slow within seconds, hence the default.
+    policy: str = "peak_ewma"
+    # Priority tier per cloud, 0 preferred: a tier takes traffic only while no backend of a lower tier is
+    # available. Clouds not listed are tier 0.
+    tiers: dict[str, int] = Field(default_factory=dict)
+    # Relative share per cloud: `weighted` splits traffic by it, the power-of-two-choices policies divide
+    # a backend's load by it. Clouds not listed weigh 1.
+    weights: dict[str, float] = Field(default_factory=dict)
+    # Active health checks: GET this path on every backend; a 2xx is a pass.
+    health_path: str = "/v2/health/ready"
+    # One probe a second finds a dead cloud within about two seconds, at a negligible load.
+    health_interval_seconds: float = Field(1.0, gt=0)
+    # A readiness answer takes milliseconds; half a second tells a frozen server from a busy one.
+    health_timeout_seconds: float = Field(0.5, gt=0)
+    # Two probes in a row either way: a single lost probe neither takes a backend out nor brings it back.
+    healthy_threshold: int = Field(2, ge=1)
+    unhealthy_threshold: int = Field(2, ge=1)
+    # Passive outlier ejection: this many failed tries in a row (connection error, timeout, 5xx) eject a
+    # backend; Envoy's default for consecutive 5xx.
+    eject_after_failures: int = Field(5, ge=1)
+    # The first ejection lasts this long, each ejection after a failed comeback twice as long, up to the
+    # maximum: a broken backend costs one failed try per back-off period, a flapping one is let back soon.
+    eject_base_seconds: float = Field(5.0, gt=0)
+    eject_max_seconds: float = Field(60.0, gt=0)
+    # Never eject more than this share of the backends (at least one): a fault that hits every backend
+    # (a bad model, a bad request pattern) must not empty the pool.
+    max_ejected_percent: int = Field(50, ge=0, le=100)
+    # Tries after the first, each on a backend not tried yet: two cover the three default clouds.
+    max_retries: int = Field(2, ge=0)
+    # One try (connect, send, answer) gets this long before the next backend is tried: far above a batch
+    # prediction (tens of milliseconds), far below a client's patience.
+    per_try_timeout_seconds: float = Field(2.0, gt=0)
+    # Retry budget: retries and hedges may add this percentage to the requests of the last ten seconds,
+    # plus a floor per second so that a quiet router can still retry (Linkerd's defaults). A sick cloud
+    # then cannot multiply the load on the healthy ones.
+    retry_budget_percent: float = Field(20.0, ge=0)
+    retry_budget_min_per_second: float = Field(10.0, ge=0)
+    # Backend answers retried on another backend; every 5xx also counts towards ejection. 4xx never retry.
+    retry_statuses: list[int] = Field(default_factory=lambda: [500, 502, 503, 504])
+    # Hedging, off by default: when the first try has not answered after this long, a second try goes to
+    # another backend and the first good answer wins. It spends retry budget.
+    hedge_after_seconds: float | None = Field(None, gt=0)
+    # Bearer token of the admin API (/router/*, /metrics); without one the admin API is off. Prefer
+    # MCT_ROUTER__ADMIN_TOKEN or --admin-token to writing it in a file.
+    admin_token: str | None = None
 
 
 class Settings(BaseSettings):

@@ -15,6 +15,8 @@ from toolkit.cli.errors import ToolkitGroup
 from toolkit.cli.models import models_app
 from toolkit.cli.promotion import promote_command, rollback_command
 from toolkit.cli.publishing import publish_command, verify_command
+from toolkit.cli.route import route_command
+from toolkit.cli.serve import serve_command
 from toolkit.cli.storage import sync_command
 from toolkit.cli.train import train_command
 from toolkit.training.search import SPACE_HELP
@@ -35,6 +37,8 @@ app.command("rollback")(rollback_command)
 app.command("publish")(publish_command)
 app.command("verify")(verify_command)
 app.command("sync")(sync_command)
+app.command("serve")(serve_command)
+app.command("route")(route_command)
 app.command("demo")(demo_command)
 app.add_typer(models_app, name="models")
 app.add_typer(emulators_app, name="emulators")
