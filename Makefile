@@ -44,14 +44,19 @@ unit: setup
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # The sync benchmark compares with Debian's rclone: installed here when missing and we are root.
+# The anchors the benchmarks compare against, from Debian's packages.
+BENCH_TOOLS := rclone wrk nginx
+
 bench: setup
-	$(BIN)/python bench/onnx_vs_sklearn.py
-	@command -v rclone >/dev/null || { \
+	@missing=$$(for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done); \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && apt-get install -y -qq rclone || echo "could not install rclone: the sync benchmark shows our figures only"; \
+	    apt-get update -qq && apt-get install -y -qq $$missing || echo "could not install $$missing: those comparisons are skipped"; \
 	  else \
-	    echo "rclone is missing: install it (sudo apt-get install rclone, or https://rclone.org/install/) to compare with it"; \
-	  fi; }
+	    echo "missing $$missing: install with sudo apt-get install $$missing to compare against them"; \
+	  fi; \
+	fi
+	$(BIN)/python bench/onnx_vs_sklearn.py
 	$(BIN)/python bench/sync_vs_rclone.py
 	$(BIN)/python bench/server_vs_mlflow.py
 	$(BIN)/python bench/router_vs_nginx.py

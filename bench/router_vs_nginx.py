@@ -37,7 +37,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from toolkit.emulators.processes import free_ports
+from toolkit.processes import free_ports
 
 TARGETS = ("direct", "router", "nginx")
 BODY = '{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1.0, 2.0, 3.0, 4.0]}]}'

@@ -51,7 +51,7 @@ from toolkit.clouds import cloud_stores, emulator_buckets
 from toolkit.config import load_settings
 from toolkit.data import load_dataset
 from toolkit.emulators import ensure_emulators, stop_emulators
-from toolkit.emulators.processes import free_ports
+from toolkit.processes import free_ports
 from toolkit.publishing.export import export_bundle
 from toolkit.publishing.publish import publish_bundle
 from toolkit.tracking.promotion import promote

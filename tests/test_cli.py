@@ -168,6 +168,9 @@ def test_the_demo_trains_promotes_publishes_and_verifies(tmp_path: Path) -> None
         assert "promoted breast_cancer v1 to champion" in demo.stdout
         auc = float(demo.stdout.split("holdout ROC AUC ")[1].split(";")[0])
         assert auc >= 0.99
+        routed = demo.stdout.split("serve from every cloud behind the router")[1]
+        assert "routed to" in routed
+        assert {"aws", "gcp", "azure"} & set(routed.split()), "predictions name the cloud that answered"
         verified = _run("verify", "breast_cancer", "--json", home=tmp_path)
         assert verified.returncode == 0, verified.stderr
         clouds = json.loads(verified.stdout)["clouds"]

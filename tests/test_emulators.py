@@ -31,7 +31,7 @@ from toolkit.emulators import (
     stop_emulators,
 )
 from toolkit.emulators.buckets import BUCKET_CREATORS
-from toolkit.emulators.processes import is_running, spawn, start_time
+from toolkit.processes import is_running, spawn, start_time
 
 # The default configuration's emulated clouds and their buckets.
 CONFIGURED_BUCKETS = {"s3": "mct-aws", "gcs": "mct-gcp", "azure": "mct-azure"}

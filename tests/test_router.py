@@ -34,7 +34,7 @@ from serving.router.http_client import (
 )
 from serving.router.http_server import HttpServer, Request, Response
 from tests.server_fixtures import PublishedClouds, serving_clouds  # noqa: F401  (the module fixture)
-from toolkit.emulators.processes import free_ports
+from toolkit.processes import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "router-test-token"

@@ -47,7 +47,7 @@ from toolkit.bundle.card import CARD_FILE, ONNX_FILE, FeatureSpec, ModelCard
 from toolkit.bundle.onnx_model import OnnxClassifier
 from toolkit.data import load_dataset
 from toolkit.emulators import state_file
-from toolkit.emulators.processes import free_ports
+from toolkit.processes import free_ports
 from toolkit.publishing.export import ExportedBundle
 from toolkit.publishing.manifest import MANIFEST_FILE, FileEntry, Manifest, Pointer, pointer_key, version_prefix
 from toolkit.publishing.publish import publish_bundle

@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
+from serving.local_stack import LocalStack, routed_prediction
 from toolkit.cli.console import console
 from toolkit.cli.promotion import render_outcome
 from toolkit.cli.publishing import render_publish, render_verify
 from toolkit.cli.train import render_training, run_training
 from toolkit.clouds import cloud_stores, emulator_buckets
 from toolkit.config import load_settings
-from toolkit.data import load_dataset
+from toolkit.data import Dataset, load_dataset
 from toolkit.emulators import ensure_emulators
 from toolkit.publishing.export import export_bundle
 from toolkit.publishing.publish import publish_bundle
@@ -26,37 +28,63 @@ from toolkit.training.options import build_options
 __all__ = ["demo_command"]
 
 
+PREDICTION_ROWS = 6
+
+
+def render_predictions(router_url: str, data: Dataset) -> None:
+    """Send a few rows through the router and show what came back and which cloud answered."""
+    table = Table("row", "true class", "predicted", "P(malignant)", "routed to", "model version")
+    for index in data.X.sample(PREDICTION_ROWS, random_state=0).index:
+        answer, headers = routed_prediction(router_url, data.X.loc[index].to_dict())
+        classes = list(answer["classes"])
+        probability = answer["predictions"][0][classes.index("malignant")]
+        table.add_row(
+            str(index),
+            str(data.y[index]),
+            str(answer["labels"][0]),
+            f"{probability:.3f}",
+            headers.get("x-routed-to", "-"),
+            headers.get("x-model-version", "-"),
+        )
+    console.print(table)
+
+
 def demo_command(
     model: Annotated[str, typer.Option(help="Registered model name to use.")] = "breast_cancer",
 ) -> None:
-    """Train on breast_cancer, register, promote to champion, publish to three emulated clouds, verify."""
+    """Train, register, promote, publish to three emulated clouds, verify, and serve behind the router."""
     settings = load_settings()
-    console.rule("1/5 local cloud emulators")
+    console.rule("1/6 local cloud emulators")
     emulators = ensure_emulators(settings.home, emulator_buckets(settings))
     endpoints = emulators.endpoints
     console.print(f"S3 (moto) {endpoints.s3}, GCS (fake-gcs-server) {endpoints.gcs}, Azure Blob (Azurite)")
 
-    console.rule("2/5 train on breast_cancer")
+    console.rule("2/6 train on breast_cancer")
     options = build_options(
         seed=settings.training.seed, cv_folds=settings.training.cv_folds, n_jobs=settings.training.n_jobs
     )
     result, logged = run_training(settings, load_dataset("breast_cancer"), options, register=model)
     render_training(result, logged)
 
-    console.rule(f"3/5 promote {model} v{logged.version} to champion")
+    console.rule(f"3/6 promote {model} v{logged.version} to champion")
     tracking = open_store(settings)
     render_outcome(promote(tracking, model, str(logged.version), settings.promotion))
 
-    console.rule("4/5 publish the champion to aws, gcp and azure")
+    console.rule("4/6 publish the champion to aws, gcp and azure")
     stores = cloud_stores(settings)
     with tempfile.TemporaryDirectory(prefix="mct-demo-") as scratch:
         bundle = export_bundle(tracking, model, "@champion", Path(scratch))
         published = publish_bundle(bundle, stores)
     render_publish(model, bundle.manifest.version, published)
 
-    console.rule("5/5 verify every cloud")
+    console.rule("5/6 verify every cloud")
     verified = verify_clouds(stores, model)
     render_verify(model, verified)
+
+    console.rule("6/6 serve from every cloud behind the router")
+    with LocalStack(list(stores), settings.home / "demo") as stack:
+        console.print(f"router {stack.router_url} -> " + ", ".join(f"{c} {u}" for c, u in stack.servers.items()))
+        render_predictions(stack.router_url, load_dataset("breast_cancer"))
 
     console.print()
     console.print(f"holdout ROC AUC {result.card.metrics['roc_auc']:.4f}; data directory {settings.home}")

@@ -11,8 +11,8 @@ from pathlib import Path
 from toolkit.emulators.buckets import BUCKET_CREATORS
 from toolkit.emulators.catalog import EMULATORS, azure_connection_string, local_url
 from toolkit.emulators.errors import EmulatorError
-from toolkit.emulators.processes import POLL_SECONDS, answers, free_ports, is_running, spawn, stop_processes
 from toolkit.emulators.state import EmulatorProcess, EmulatorSet, Endpoints, read_state, state_file, write_state
+from toolkit.processes import POLL_SECONDS, answers, free_ports, is_running, spawn, stop_processes
 
 __all__ = ["ensure_emulators", "start_emulators", "stop_emulators"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.emulators.errors import EmulatorError
-from toolkit.emulators.processes import answers, is_running, stop_processes
+from toolkit.processes import answers, is_running, stop_processes
 
 __all__ = ["EmulatorProcess", "EmulatorSet", "Endpoints", "read_state", "state_file", "write_state"]
 

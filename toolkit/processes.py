@@ -1,4 +1,4 @@
-"""Child processes identified by PID and start time, so that only our own processes are ever signalled."""
+"""Child processes we start ourselves: free ports, spawn with a log, probe, and stop exactly those PIDs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""A serving stack on this machine: one model server per cloud and the router, as child processes.
+
+`mct demo` uses it (and failover drills will): every process listens on 127.0.0.1 at a free port,
+logs into the data directory, and is stopped by the PID recorded when it was started.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from toolkit.errors import ToolkitError
+from toolkit.processes import free_ports, is_running, spawn, stop_processes
+
+__all__ = ["LocalStack", "StackError", "routed_prediction"]
+
+# A server loads and verifies its bundle, the router starts its health checks: seconds on a busy machine.
+START_TIMEOUT_SECONDS = 60.0
+PROBE_SECONDS = 0.2
+# The router's own ready path answers once it listens; backends are judged by its health checks.
+SERVER_READY_PATH = "/v2/health/ready"
+
+
+class StackError(ToolkitError):
+    """A server or the router did not start."""
+
+    exit_code = 1
+
+
+@dataclass
+class LocalStack:
+    """Servers for `clouds` and a router in front of them; use as a context manager."""
+
+    clouds: list[str]
+    logs: Path
+    poll_seconds: float | None = None
+    servers: dict[str, str] = field(default_factory=dict)
+    router_url: str = ""
+    _processes: list[tuple[str, int, int | None]] = field(default_factory=list)
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every server, wait until each is ready, then start the router in front of them."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        *server_ports, router_port = free_ports(len(self.clouds) + 1)
+        for cloud, port in zip(self.clouds, server_ports, strict=True):
+            command = ["serve", "--cloud", cloud, "--host", "127.0.0.1", "--port", str(port)]
+            if self.poll_seconds is not None:
+                command += ["--poll-seconds", str(self.poll_seconds)]
+            self._spawn(f"server-{cloud}", command)
+            self.servers[cloud] = f"http://127.0.0.1:{port}"
+        for cloud, url in self.servers.items():
+            self._wait(f"server-{cloud}", url + SERVER_READY_PATH)
+        backends = [argument for cloud, url in self.servers.items() for argument in ("--backend", f"{cloud}={url}")]
+        self._spawn("router", ["route", "--host", "127.0.0.1", "--port", str(router_port), *backends])
+        self.router_url = f"http://127.0.0.1:{router_port}"
+        self._wait("router", self.router_url + SERVER_READY_PATH)
+
+    def stop(self) -> None:
+        """Stop exactly the processes this stack started."""
+        stop_processes([(pid, started) for _, pid, started in self._processes])
+        self._processes.clear()
+
+    def _spawn(self, name: str, arguments: list[str]) -> None:
+        pid, started = spawn([sys.executable, "-m", "toolkit", *arguments], self.logs / f"{name}.log")
+        self._processes.append((name, pid, started))
+
+    def _wait(self, name: str, url: str) -> None:
+        _, pid, started = next(process for process in self._processes if process[0] == name)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if not is_running(pid, started):
+                raise StackError(f"{name} exited while starting; see {self.logs / (name + '.log')}")
+            if _status(url) == 200:
+                return
+            time.sleep(PROBE_SECONDS)
+        raise StackError(f"{name} was not ready after {START_TIMEOUT_SECONDS:.0f} s; see {self.logs / (name + '.log')}")
+
+
+def routed_prediction(router_url: str, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """POST one record to the router's MLflow endpoint; the JSON answer and the headers (lower-case names)."""
+    body = json.dumps({"dataframe_records": [record]}).encode()
+    request = urllib.request.Request(
+        router_url + "/invocations", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+    with opener.open(request, timeout=10) as response:
+        return json.loads(response.read()), {name.lower(): value for name, value in response.headers.items()}
+
+
+def _status(url: str) -> int | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=1) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
