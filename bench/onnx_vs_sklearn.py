@@ -30,7 +30,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from toolkit.bundle import OnnxClassifier
+from toolkit.bundle.onnx_model import OnnxClassifier
 from toolkit.data import load_dataset
 from toolkit.training.options import build_options
 from toolkit.training.trainer import train

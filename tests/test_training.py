@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from imblearn.over_sampling import SMOTE
 
-from toolkit.bundle import OnnxClassifier
+from toolkit.bundle.onnx_model import OnnxClassifier
 from toolkit.data import load_dataset
 from toolkit.data.datasets import TARGET_COLUMN
 from toolkit.errors import DataError, ExportError

@@ -19,7 +19,7 @@ from toolkit.cli.route import route_command
 from toolkit.cli.serve import serve_command
 from toolkit.cli.storage import sync_command
 from toolkit.cli.train import train_command
-from toolkit.training.search import SPACE_HELP
+from toolkit.training.options import SEARCH_SPACE_HELP
 
 __all__ = ["app", "main"]
 
@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("train", epilog=SPACE_HELP)(train_command)
+app.command("train", epilog=SEARCH_SPACE_HELP)(train_command)
 app.command("promote")(promote_command)
 app.command("rollback")(rollback_command)
 app.command("publish")(publish_command)

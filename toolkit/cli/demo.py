@@ -18,11 +18,8 @@ from toolkit.clouds import cloud_stores, emulator_buckets
 from toolkit.config import load_settings
 from toolkit.data import Dataset, load_dataset
 from toolkit.emulators import ensure_emulators
-from toolkit.publishing.export import export_bundle
 from toolkit.publishing.publish import publish_bundle
 from toolkit.publishing.verify import verify_clouds
-from toolkit.tracking.promotion import promote
-from toolkit.tracking.store import open_store
 from toolkit.training.options import build_options
 
 __all__ = ["demo_command"]
@@ -53,6 +50,10 @@ def demo_command(
     model: Annotated[str, typer.Option(help="Registered model name to use.")] = "breast_cancer",
 ) -> None:
     """Train, register, promote, publish to three emulated clouds, verify, and serve behind the router."""
+    from toolkit.publishing.export import export_bundle
+    from toolkit.tracking.promotion import promote
+    from toolkit.tracking.store import open_store
+
     settings = load_settings()
     console.rule("1/6 local cloud emulators")
     emulators = ensure_emulators(settings.home, emulator_buckets(settings))

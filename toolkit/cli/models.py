@@ -11,9 +11,6 @@ from rich.table import Table
 
 from toolkit.cli.console import console, format_metric, print_json
 from toolkit.config import load_settings
-from toolkit.tracking.promotion import alias_history
-from toolkit.tracking.registry import KEY_METRICS, list_models, list_versions
-from toolkit.tracking.store import open_store
 
 __all__ = ["models_app"]
 
@@ -25,6 +22,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 @models_app.command("list")
 def list_command(json_output: JsonFlag = False) -> None:
     """Every registered model with its version count and aliases."""
+    from toolkit.tracking.registry import list_models
+    from toolkit.tracking.store import open_store
+
     models = list_models(open_store(load_settings()))
     if json_output:
         print_json([asdict(model) for model in models])
@@ -46,6 +46,10 @@ def show_command(
     json_output: JsonFlag = False,
 ) -> None:
     """The versions of one model with their key metrics, and the history of an alias."""
+    from toolkit.tracking.promotion import alias_history
+    from toolkit.tracking.registry import KEY_METRICS, list_versions
+    from toolkit.tracking.store import open_store
+
     store = open_store(load_settings())
     versions = list_versions(store, name)
     history = alias_history(store, name, alias)

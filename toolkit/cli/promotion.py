@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from toolkit.cli.console import console, print_json
 from toolkit.config import load_settings
-from toolkit.tracking.promotion import PromotionOutcome, promote, rollback
-from toolkit.tracking.store import open_store
+
+if TYPE_CHECKING:
+    from toolkit.tracking.promotion import PromotionOutcome
 
 __all__ = ["promote_command", "render_outcome", "rollback_command"]
 
@@ -33,6 +34,9 @@ def promote_command(
     version, a score no worse than that champion's (within the tolerance) on holdout rows neither model
     trained on. Exit code 1 when the gate refuses.
     """
+    from toolkit.tracking.promotion import promote
+    from toolkit.tracking.store import open_store
+
     settings = load_settings()
     policy = settings.promotion
     if min_auc is not None:
@@ -52,6 +56,9 @@ def rollback_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Point the alias back at the version it held before the current one."""
+    from toolkit.tracking.promotion import rollback
+    from toolkit.tracking.store import open_store
+
     outcome = rollback(open_store(load_settings()), name, alias)
     if json_output:
         print_json(asdict(outcome))

@@ -14,10 +14,8 @@ from toolkit.cli.console import console, print_json, status_console
 from toolkit.clouds import cloud_stores
 from toolkit.config import load_settings
 from toolkit.errors import ConfigError
-from toolkit.publishing.export import export_bundle
 from toolkit.publishing.publish import CloudPublish, publish_bundle
 from toolkit.publishing.verify import CloudVerification, verify_clouds
-from toolkit.tracking.store import open_store
 
 __all__ = ["parse_model_ref", "publish_command", "render_publish", "render_verify", "verify_command"]
 
@@ -57,6 +55,9 @@ def publish_command(
     Version objects are immutable; the pointer moves only after every object verified, with the
     provider's precondition. A cloud that fails keeps its old pointer; running again resumes.
     """
+    from toolkit.publishing.export import export_bundle
+    from toolkit.tracking.store import open_store
+
     settings = load_settings()
     name, registry_ref, pointer_alias = parse_model_ref(model)
     stores = cloud_stores(settings, _clouds(to))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -10,10 +10,11 @@ from rich.table import Table
 from toolkit.config import Settings, load_settings
 from toolkit.data import BUILTIN_DATASETS, load_dataset
 from toolkit.errors import ConfigError
-from toolkit.tracking.runs import LoggedRun, log_training
-from toolkit.tracking.store import open_store
 from toolkit.training import options as opts
-from toolkit.training.trainer import DiagnosticLimits, TrainingResult, train
+
+if TYPE_CHECKING:  # MLflow, scikit-learn and skl2onnx load when a command needs them, not for --help
+    from toolkit.tracking.runs import LoggedRun
+    from toolkit.training.trainer import TrainingResult
 
 __all__ = ["render_training", "train_command", "training_document"]
 
@@ -93,6 +94,9 @@ def run_training(
 ) -> tuple[TrainingResult, LoggedRun]:
     """Train with a progress bar, then log (and register) the run."""
     from toolkit.cli.console import progress_bar, status_console
+    from toolkit.tracking.runs import log_training
+    from toolkit.tracking.store import open_store
+    from toolkit.training.trainer import DiagnosticLimits, train
 
     limits = DiagnosticLimits(settings.training.overfit_gap, settings.training.vif_limit, settings.training.leakage_auc)
     with progress_bar(f"training on {data.name}") as advance:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn import datasets as sk_datasets
 
 from toolkit.errors import DataError
 
@@ -73,24 +72,32 @@ def hash_rows(labelled: pd.DataFrame) -> np.ndarray:
 
 
 def _breast_cancer() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn import datasets as sk_datasets
+
     bunch = sk_datasets.load_breast_cancer(as_frame=True)
     names = np.asarray(bunch.target_names)
     return bunch.data, pd.Series(names[bunch.target], name="diagnosis")
 
 
 def _iris() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn import datasets as sk_datasets
+
     bunch = sk_datasets.load_iris(as_frame=True)
     names = np.asarray(bunch.target_names)
     return bunch.data, pd.Series(names[bunch.target], name="species")
 
 
 def _wine() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn import datasets as sk_datasets
+
     bunch = sk_datasets.load_wine(as_frame=True)
     names = np.asarray(bunch.target_names)
     return bunch.data, pd.Series(names[bunch.target], name="cultivar")
 
 
 def _imbalanced() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn import datasets as sk_datasets
+
     X, y = sk_datasets.make_classification(
         n_samples=4000,
         n_features=12,

@@ -16,12 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from toolkit.publishing.export import ExportedBundle
 from toolkit.publishing.manifest import MANIFEST_FILE, Manifest, Pointer, pointer_key, version_prefix
 from toolkit.publishing.verify import check_version
 from toolkit.storage import ObjectStore, file_sha256
 from toolkit.storage.errors import ObjectNotFound, PreconditionFailed, StorageError
+
+if TYPE_CHECKING:
+    from toolkit.publishing.export import ExportedBundle
 
 __all__ = ["CloudPublish", "publish_bundle"]
 

@@ -21,8 +21,8 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from toolkit.bundle import OnnxClassifier
 from toolkit.bundle.card import ONNX_FILE, ModelCard
+from toolkit.bundle.onnx_model import OnnxClassifier
 from toolkit.config import PromotionPolicy
 from toolkit.data.datasets import TARGET_COLUMN, hash_rows
 from toolkit.errors import ConfigError, ModelNotFound, PromotionRefused, RegistryError

@@ -8,7 +8,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from toolkit.errors import ConfigError
 
-__all__ = ["SOLVERS", "TrainingOptions", "build_options"]
+__all__ = ["SEARCH_SPACE_HELP", "SOLVERS", "TrainingOptions", "build_options"]
+
+SEARCH_SPACE_HELP = """Default search space (random search samples C log-uniformly in [1e-3, 1e2]
+and l1_ratio uniformly in [0.05, 0.95]; other values as listed):
+
+    C             0.001 .. 100 (6 values)   not with --penalty none
+    l1_ratio      0.15, 0.5, 0.85           --penalty elasticnet
+    k             25/50/75% of inputs, all  --select kbest
+    n_features    0.25, 0.5, 0.75           --select rfe (fractions)
+    n_components  0.8, 0.9, 0.95            --select pca (variance kept)
+    lasso_C       0.01, 0.1, 1              --select lasso (L1 strength)
+
+Override with --param NAME=V1,V2 or a raw pipeline parameter name.
+"""
 
 Imputer = Literal["mean", "median", "most_frequent", "knn"]
 Scaler = Literal["standard", "robust", "minmax"]

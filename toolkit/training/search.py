@@ -1,16 +1,6 @@
 """Cross-validated hyper-parameter search over the pipeline, with progress reporting.
 
-Default search space (random search samples C log-uniformly in [1e-3, 1e2]
-and l1_ratio uniformly in [0.05, 0.95]; other values as listed):
-
-    C             0.001 .. 100 (6 values)   not with --penalty none
-    l1_ratio      0.15, 0.5, 0.85           --penalty elasticnet
-    k             25/50/75% of inputs, all  --select kbest
-    n_features    0.25, 0.5, 0.75           --select rfe (fractions)
-    n_components  0.8, 0.9, 0.95            --select pca (variance kept)
-    lasso_C       0.01, 0.1, 1              --select lasso (L1 strength)
-
-Override with --param NAME=V1,V2 or a raw pipeline parameter name.
+The default space is described in `toolkit.training.options.SEARCH_SPACE_HELP`.
 """
 
 from __future__ import annotations
@@ -38,9 +28,7 @@ from toolkit.errors import ConfigError
 from toolkit.training.options import TrainingOptions
 from toolkit.training.pipeline import model_param_prefix
 
-__all__ = ["SPACE_HELP", "ProgressCallback", "cross_validator", "out_of_fold_proba", "run_search", "search_space"]
-
-SPACE_HELP = __doc__.split("\n\n", 1)[1] if __doc__ else ""
+__all__ = ["ProgressCallback", "cross_validator", "out_of_fold_proba", "run_search", "search_space"]
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (fits done, fits in total) as the search advances."""

@@ -27,8 +27,9 @@ from sklearn.metrics import (
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from toolkit.bundle import FeatureSpec, ModelCard, ThresholdSpec, export_onnx
+from toolkit.bundle import FeatureSpec, ModelCard, ThresholdSpec
 from toolkit.bundle.card import DatasetSummary
+from toolkit.bundle.onnx_export import export_onnx
 from toolkit.data import Dataset
 from toolkit.data.datasets import MISSING_CATEGORY, TARGET_COLUMN
 from toolkit.errors import ConfigError, DataError
