@@ -7,6 +7,8 @@ logs into the data directory, and is stopped by the PID recorded when it was sta
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 import urllib.error
@@ -36,11 +38,19 @@ class StackError(ToolkitError):
 
 @dataclass
 class LocalStack:
-    """Servers for `clouds` and a router in front of them; use as a context manager."""
+    """Servers for `clouds` and a router in front of them; use as a context manager.
+
+    `model` is the model the servers serve (default: serving.model), `drill_mode` starts them with
+    `--drill-mode`, and `router_args` are extra `mct route` flags. `kill`, `restart` and `signal` act on
+    one cloud's server, for failover drills.
+    """
 
     clouds: list[str]
     logs: Path
     poll_seconds: float | None = None
+    model: str | None = None
+    drill_mode: bool = False
+    router_args: list[str] = field(default_factory=list)
     servers: dict[str, str] = field(default_factory=dict)
     router_url: str = ""
     _processes: list[tuple[str, int, int | None]] = field(default_factory=list)
@@ -63,22 +73,61 @@ class LocalStack:
         self.logs.mkdir(parents=True, exist_ok=True)
         *server_ports, router_port = free_ports(len(self.clouds) + 1)
         for cloud, port in zip(self.clouds, server_ports, strict=True):
-            command = ["serve", "--cloud", cloud, "--host", "127.0.0.1", "--port", str(port)]
-            if self.poll_seconds is not None:
-                command += ["--poll-seconds", str(self.poll_seconds)]
-            self._spawn(f"server-{cloud}", command)
             self.servers[cloud] = f"http://127.0.0.1:{port}"
+            self._spawn_server(cloud)
         for cloud, url in self.servers.items():
             self._wait(f"server-{cloud}", url + SERVER_READY_PATH)
         backends = [argument for cloud, url in self.servers.items() for argument in ("--backend", f"{cloud}={url}")]
-        self._spawn("router", ["route", "--host", "127.0.0.1", "--port", str(router_port), *backends])
+        self._spawn(
+            "router", ["route", "--host", "127.0.0.1", "--port", str(router_port), *backends, *self.router_args]
+        )
         self.router_url = f"http://127.0.0.1:{router_port}"
         self._wait("router", self.router_url + SERVER_READY_PATH)
 
     def stop(self) -> None:
-        """Stop exactly the processes this stack started."""
+        """Stop exactly the processes this stack started (a paused one is resumed so that it can exit)."""
+        for name in [name for name, _, _ in self._processes]:
+            self.signal(name, signal.SIGCONT)
         stop_processes([(pid, started) for _, pid, started in self._processes])
         self._processes.clear()
+
+    def pids(self) -> dict[str, tuple[int, int | None]]:
+        """Each process this stack runs now, by name (`server-CLOUD`, `router`): its PID and start time."""
+        return {name: (pid, started) for name, pid, started in self._processes}
+
+    def signal(self, name: str, signum: int) -> None:
+        """Send `signum` to our process `name` (`server-CLOUD` or `router`) if it is still the one we started."""
+        pid, started = self.pids()[name]
+        if is_running(pid, started):
+            os.kill(pid, signum)
+
+    def kill(self, cloud: str) -> None:
+        """SIGKILL the server of `cloud` and wait until it is gone."""
+        name = f"server-{cloud}"
+        pid, started = self.pids()[name]
+        self.signal(name, signal.SIGKILL)
+        stop_processes([(pid, started)])
+
+    def restart(self, cloud: str, wait: bool = True) -> None:
+        """Start the server of `cloud` again on its port (after `kill`); wait until it is ready unless told not to."""
+        name = f"server-{cloud}"
+        pid, started = self.pids()[name]
+        stop_processes([(pid, started)])
+        self._processes = [process for process in self._processes if process[0] != name]
+        self._spawn_server(cloud)
+        if wait:
+            self._wait(name, self.servers[cloud] + SERVER_READY_PATH)
+
+    def _spawn_server(self, cloud: str) -> None:
+        port = self.servers[cloud].rsplit(":", 1)[1]
+        command = ["serve", "--cloud", cloud, "--host", "127.0.0.1", "--port", port]
+        if self.model is not None:
+            command += ["--model", self.model]
+        if self.poll_seconds is not None:
+            command += ["--poll-seconds", str(self.poll_seconds)]
+        if self.drill_mode:
+            command.append("--drill-mode")
+        self._spawn(f"server-{cloud}", command)
 
     def _spawn(self, name: str, arguments: list[str]) -> None:
         pid, started = spawn([sys.executable, "-m", "toolkit", *arguments], self.logs / f"{name}.log")

@@ -10,6 +10,7 @@ import typer
 
 from toolkit import __version__
 from toolkit.cli.demo import demo_command
+from toolkit.cli.drill import drill_command
 from toolkit.cli.emulators import emulators_app
 from toolkit.cli.errors import ToolkitGroup
 from toolkit.cli.models import models_app
@@ -40,6 +41,7 @@ app.command("sync")(sync_command)
 app.command("serve")(serve_command)
 app.command("route")(route_command)
 app.command("demo")(demo_command)
+app.command("drill")(drill_command)
 app.add_typer(models_app, name="models")
 app.add_typer(emulators_app, name="emulators")
 

@@ -1,0 +1,82 @@
+"""The drill's timeline as a PNG: per scenario, answers per second by cloud (stacked, failures on top)
+and latency percentiles, with the fault window shaded and labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
+
+from serving.drill.load import RequestRecord
+from serving.drill.report import ScenarioReport
+
+__all__ = ["write_timeline"]
+
+# Half a second shows a failover's dip without the noise of single requests at a few hundred per second.
+BIN_SECONDS = 0.5
+FAILED = "failed"
+
+
+def write_timeline(runs: Sequence[tuple[ScenarioReport, Sequence[RequestRecord]]], path: Path) -> Path:
+    """Draw every scenario's timeline into one PNG at `path`."""
+    figure = Figure(figsize=(11, 4.2 * len(runs)), layout="constrained")
+    axes = figure.subplots(2 * len(runs), 1, squeeze=False)[:, 0]
+    for index, (report, records) in enumerate(runs):
+        _draw(report, records, axes[2 * index], axes[2 * index + 1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def _draw(report: ScenarioReport, records: Sequence[RequestRecord], rate: Axes, latency: Axes) -> None:
+    end = max([report.duration_seconds, *(record.sent_at for record in records)])
+    edges = np.arange(0.0, end + BIN_SECONDS, BIN_SECONDS)
+    centres = edges[:-1]
+    clouds = sorted({record.routed_to or "?" for record in records if record.ok})
+    series = []
+    for name in [*clouds, FAILED]:
+        times = [
+            record.sent_at
+            for record in records
+            if (not record.ok if name == FAILED else record.ok and (record.routed_to or "?") == name)
+        ]
+        series.append(np.histogram(times, bins=edges)[0] / BIN_SECONDS)
+    rate.stackplot(centres, *series, labels=[*clouds, FAILED], step="post")
+    rate.set_ylabel("requests/s")
+    rate.set_title(f"{report.scenario}: {report.description}")
+    rate.legend(loc="upper right", fontsize="small")
+
+    index = np.digitize([record.sent_at for record in records], edges) - 1
+    seconds = np.asarray([record.seconds * 1000 for record in records])
+    for percentile in (50, 95, 99):
+        values = [
+            float(np.percentile(seconds[index == bin_index], percentile)) if np.any(index == bin_index) else np.nan
+            for bin_index in range(len(centres))
+        ]
+        latency.plot(centres, values, label=f"p{percentile}")
+    latency.set_yscale("log")
+    latency.yaxis.set_major_formatter(ScalarFormatter())
+    latency.set_ylabel("latency (ms)")
+    latency.set_xlabel("seconds since the start of the scenario")
+    latency.legend(loc="upper right", fontsize="small")
+
+    start, stop = report.fault_window_seconds
+    label = f"fault: {', '.join(report.faulted)}"
+    for axis in (rate, latency):
+        axis.axvspan(start, stop, color="tab:red", alpha=0.2, zorder=3)
+        axis.set_xlim(0, end)
+    rate.annotate(
+        label,
+        xy=(start, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(3, -3),
+        textcoords="offset points",
+        va="top",
+        fontsize="small",
+        zorder=4,
+    )

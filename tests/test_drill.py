@@ -1,0 +1,114 @@
+"""`mct drill` end to end: real emulators, servers in drill mode and the router, short drills at a low rate.
+
+One drill runs every scenario (5 s each at 40 requests per second) and its report is checked: no failed
+request while a cloud was healthy, answers from the surviving clouds, the faulted cloud detected and back
+in rotation, and none of the drill's processes left. The router checks health every 0.2 s and ejects for
+1 s (MCT_ROUTER__* variables the drill's router inherits), so that recoveries take seconds, not tens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serving.drill.runner import DrillOptions, DrillResult, run_drill
+from serving.drill.scenarios import SCENARIOS
+from tests.conftest import Cli
+from tests.server_fixtures import register_versions
+from toolkit.config import load_settings
+from toolkit.processes import is_running
+from toolkit.tracking.store import open_store
+
+ROUTER_ENV = {
+    "MCT_ROUTER__HEALTH_INTERVAL_SECONDS": "0.2",
+    "MCT_ROUTER__HEALTH_TIMEOUT_SECONDS": "0.2",
+    "MCT_ROUTER__EJECT_BASE_SECONDS": "1.0",
+    "MCT_ROUTER__EJECT_MAX_SECONDS": "4.0",
+}
+DURATION_SECONDS = 5.0
+RPS = 40.0
+
+
+@pytest.fixture(scope="module")
+def drill_model(data_home: Path) -> Iterator[str]:
+    """A model with a champion in the session's registry, and the fast router settings in the environment."""
+    saved = {name: os.environ.get(name) for name in ROUTER_ENV}
+    os.environ.update(ROUTER_ENV)
+    settings = load_settings()
+    model = "drill-model"
+    register_versions(open_store(settings), settings, model, count=1)
+    yield model
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def drill(drill_model: str) -> DrillResult:
+    options = DrillOptions(model=drill_model, scenarios=list(SCENARIOS), duration_seconds=DURATION_SECONDS, rps=RPS)
+    return run_drill(load_settings(), options, say=lambda _: None)
+
+
+@pytest.mark.parametrize("name", ["kill-one", "errors-one", "slow-one", "hang-one", "kill-two"])
+def test_no_request_fails_while_a_cloud_is_healthy(drill: DrillResult, name: str) -> None:
+    report = next(report for report in drill.reports if report.scenario == name)
+    assert report.sent == int(RPS * DURATION_SECONDS)
+    assert report.failed == 0, report.failed_by_cause
+    assert report.slo_met
+    assert report.wrong_version == 0
+    assert report.detect_seconds is not None, "the router never took the faulted cloud out of rotation"
+    assert report.recover_seconds is not None, "the faulted cloud never came back"
+    start, end = report.fault_window_seconds
+    assert report.latency_ms["inside_fault_window"]["p50"] is not None
+    # Answered only by clouds that were up: the survivors carry the load.
+    survivors = {"aws", "gcp", "azure"} - set(report.faulted)
+    assert survivors & set(report.answered_by), report.answered_by
+    assert set(report.answered_by) <= {"aws", "gcp", "azure"}
+    assert end > start
+
+
+def test_report_and_timeline_written(drill: DrillResult) -> None:
+    document = json.loads(drill.report_path.read_text())
+    assert [item["scenario"] for item in document["scenarios"]] == list(SCENARIOS)
+    assert document["slo_met"] is True
+    assert drill.timeline_path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_teardown_leaves_no_process(drill: DrillResult) -> None:
+    # Three servers, two restarted by kill-one and kill-two's two, the router and three emulators.
+    assert len(drill.processes) >= 7
+    assert [pid for pid, started in drill.processes if is_running(pid, started)] == []
+
+
+def test_an_impossibly_tight_slo_exits_non_zero(drill_model: str, mct: Cli, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    result = mct(
+        "drill",
+        "--model",
+        drill_model,
+        "--scenario",
+        "errors-one",
+        "--duration",
+        "2",
+        "--rps",
+        "20",
+        "--slo-p99-ms",
+        "0.001",
+        "--report",
+        str(report),
+    )
+    assert result.exit_code == 1, result.output
+    assert "missed" in result.output
+    assert json.loads(report.read_text())["slo_met"] is False
+
+
+def test_an_unknown_scenario_is_refused(mct: Cli) -> None:
+    result = mct("drill", "--scenario", "flood")
+    assert result.exit_code == 2
+    assert "unknown scenario flood" in result.stderr

@@ -1,0 +1,98 @@
+"""`mct drill`: rehearse cloud outages against a local stack under load, and report what clients saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from serving.drill.report import SLO, ScenarioReport
+from toolkit.cli.console import console, format_metric, print_json, status_console
+from toolkit.config import load_settings
+
+__all__ = ["drill_command", "render_drill"]
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def render_drill(reports: list[ScenarioReport]) -> None:
+    """One row per scenario: requests, failures by cause, answers per cloud, latency, detect and recover."""
+    table = Table(
+        "scenario",
+        "sent",
+        "ok",
+        "failed (cause)",
+        "answered by",
+        "wrong version",
+        "p50/p95/p99 ms in fault",
+        "p50/p95/p99 ms outside",
+        "detect",
+        "recover",
+        "SLO",
+    )
+    for report in reports:
+        causes = ", ".join(f"{cause} {count}" for cause, count in sorted(report.failed_by_cause.items()))
+        latency = report.latency_ms
+        table.add_row(
+            report.scenario,
+            str(report.sent),
+            str(report.succeeded),
+            f"{report.failed}" + (f" ({causes})" if causes else ""),
+            ", ".join(f"{cloud} {count}" for cloud, count in report.answered_by.items()),
+            str(report.wrong_version),
+            "/".join(format_metric(value, 1) for value in latency["inside_fault_window"].values()),
+            "/".join(format_metric(value, 1) for value in latency["outside_fault_window"].values()),
+            _seconds(report.detect_seconds),
+            _seconds(report.recover_seconds),
+            "[green]met[/]" if report.slo_met else "[red]missed: " + "; ".join(report.slo_missed) + "[/]",
+        )
+    console.print(table)
+
+
+def drill_command(
+    model: Annotated[str | None, typer.Option(help="Registered model (default: the most recently promoted).")] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="kill-one, errors-one, slow-one, hang-one, kill-two, or all (default); repeatable.",
+        ),
+    ] = None,
+    duration: Annotated[float, typer.Option(help="Seconds of load per scenario.")] = 30.0,
+    rps: Annotated[float, typer.Option(help="Requests per second, sent on schedule (open loop).")] = 200.0,
+    report: Annotated[Path | None, typer.Option(help="Where to write the JSON report (default: DATA/drill).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the table.")] = False,
+    slo_max_failed: Annotated[
+        int, typer.Option(min=0, help="SLO: failed requests allowed while at least one cloud is healthy.")
+    ] = 0,
+    slo_p99_ms: Annotated[
+        float | None, typer.Option(help="SLO: p99 latency outside the fault windows, in milliseconds (off).")
+    ] = None,
+) -> None:
+    """Inject cloud outages into a local stack (a server per cloud and the router) under open-loop load.
+
+    Starts (or reuses) the emulators, publishes the model's champion to every cloud, starts the servers in
+    drill mode and the router, runs each scenario, and stops everything it started. Writes report.json and
+    timeline.png in the data directory; exits 1 when an SLO is missed.
+    """
+    from serving.drill.runner import DrillOptions, report_document, run_drill
+
+    options = DrillOptions(
+        model=model,
+        scenarios=scenario or ["all"],
+        duration_seconds=duration,
+        rps=rps,
+        slo=SLO(max_failed=slo_max_failed, max_p99_ms=slo_p99_ms),
+    )
+    result = run_drill(load_settings(), options, say=status_console.print, report_path=report)
+    if json_output:
+        print_json(report_document(result, options))
+    else:
+        render_drill(result.reports)
+        console.print(f"report {result.report_path}")
+        console.print(f"timeline {result.timeline_path}")
+    if not result.slo_met:
+        raise typer.Exit(1)
