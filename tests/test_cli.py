@@ -163,8 +163,14 @@ def test_python_m_toolkit_runs_the_cli_as_a_subprocess(tmp_path: Path) -> None:
 
 def test_the_demo_trains_promotes_publishes_and_verifies(tmp_path: Path) -> None:
     try:
-        demo = _run("demo", home=tmp_path)
+        # Emulators that were running before the demo are left running, for the checks below.
+        assert _run("emulators", "up", home=tmp_path).returncode == 0
+        demo = _run("demo", "--drill-seconds", "6", home=tmp_path)
         assert demo.returncode == 0, demo.stderr
+        drill = json.loads((tmp_path / "drill" / "report.json").read_text())
+        assert [(s["scenario"], s["failed"]) for s in drill["scenarios"]] == [("kill-one", 0)]
+        assert (tmp_path / "drill" / "timeline.png").stat().st_size > 0
+        assert "mct ui" in demo.stdout
         assert "promoted breast_cancer v1 to champion" in demo.stdout
         auc = float(demo.stdout.split("holdout ROC AUC ")[1].split(";")[0])
         assert auc >= 0.99
@@ -195,3 +201,8 @@ def test_the_demo_trains_promotes_publishes_and_verifies(tmp_path: Path) -> None
         assert statuses == {"aws": "OK", "gcp": "MISMATCH", "azure": "OK"}
     finally:
         stop_emulators(tmp_path)
+
+
+def test_ui_without_a_tracking_store_says_what_to_run(mct, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCT_HOME", str(tmp_path / "empty"))
+    assert "run `mct demo` or `mct train` first" in _single_line_error(mct("ui"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import FormatStrFormatter
 
 from serving.drill.load import RequestRecord
 from serving.drill.report import ScenarioReport
@@ -60,7 +60,9 @@ def _draw(report: ScenarioReport, records: Sequence[RequestRecord], rate: Axes, 
         ]
         latency.plot(centres, values, label=f"p{percentile}")
     latency.set_yscale("log")
-    latency.yaxis.set_major_formatter(ScalarFormatter())
+    # Plain numbers ("2", "500") rather than powers of ten, on the major and minor ticks alike.
+    latency.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    latency.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     latency.set_ylabel("latency (ms)")
     latency.set_xlabel("seconds since the start of the scenario")
     latency.legend(loc="upper right", fontsize="small")
@@ -68,7 +70,7 @@ def _draw(report: ScenarioReport, records: Sequence[RequestRecord], rate: Axes, 
     start, stop = report.fault_window_seconds
     label = f"fault: {', '.join(report.faulted)}"
     for axis in (rate, latency):
-        axis.axvspan(start, stop, color="tab:red", alpha=0.2, zorder=3)
+        axis.axvspan(start, stop, color="tab:red", alpha=0.15, zorder=3)
         axis.set_xlim(0, end)
     rate.annotate(
         label,

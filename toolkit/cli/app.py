@@ -20,6 +20,7 @@ from toolkit.cli.route import route_command
 from toolkit.cli.serve import serve_command
 from toolkit.cli.storage import sync_command
 from toolkit.cli.train import train_command
+from toolkit.cli.ui import ui_command
 from toolkit.training.options import SEARCH_SPACE_HELP
 
 __all__ = ["app", "main"]
@@ -41,6 +42,7 @@ app.command("sync")(sync_command)
 app.command("serve")(serve_command)
 app.command("route")(route_command)
 app.command("demo")(demo_command)
+app.command("ui")(ui_command)
 app.command("drill")(drill_command)
 app.add_typer(models_app, name="models")
 app.add_typer(emulators_app, name="emulators")
