@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from serving.drill.scenarios import SCENARIOS
 from tests.conftest import Cli
 from tests.server_fixtures import register_versions
 from toolkit.config import load_settings
-from toolkit.processes import is_running
+from toolkit.processes import is_running, start_time
 from toolkit.tracking.store import open_store
 
 ROUTER_ENV = {
@@ -112,3 +116,36 @@ def test_an_unknown_scenario_is_refused(mct: Cli) -> None:
     result = mct("drill", "--scenario", "flood")
     assert result.exit_code == 2
     assert "unknown scenario flood" in result.stderr
+
+
+def _children(parent: int) -> list[tuple[int, int | None]]:
+    """(pid, start time) of the live processes whose parent is `parent`."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            pid = int(stat.parent.name)
+            children.append((pid, start_time(pid)))
+    return children
+
+
+def test_ctrl_c_in_the_middle_stops_everything_the_drill_started(drill_model: str, data_home: Path) -> None:
+    command = [sys.executable, "-m", "toolkit", "drill", "--model", drill_model, "--scenario", "kill-one"]
+    env = {**os.environ, "MCT_HOME": str(data_home)}
+    drill = subprocess.Popen(
+        [*command, "--duration", "30", "--rps", "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    started: list[tuple[int, int | None]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(started) < 4:  # three servers and the router
+        time.sleep(0.5)
+        started = [child for child in _children(drill.pid) if child[1] is not None]
+    assert len(started) >= 4, "the drill did not start its servers and router in time"
+    time.sleep(2)  # well inside the 30 s of load
+    drill.send_signal(signal.SIGINT)
+    drill.wait(timeout=60)
+    assert drill.returncode != 0
+    assert [pid for pid, begun in started if is_running(pid, begun)] == []
