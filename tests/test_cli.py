@@ -140,11 +140,11 @@ def test_invalid_config_file_is_one_line(mct, tmp_path: Path, monkeypatch: pytes
     assert "invalid setting promotion.tolerance" in _single_line_error(mct("models", "list"))
 
 
-def _run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MCT_HOME": str(home), "MCT_TRAINING__N_JOBS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
-        [sys.executable, "-m", "toolkit", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "toolkit", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
@@ -203,6 +203,7 @@ def test_the_demo_trains_promotes_publishes_and_verifies(tmp_path: Path) -> None
         stop_emulators(tmp_path)
 
 
-def test_ui_without_a_tracking_store_says_what_to_run(mct, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MCT_HOME", str(tmp_path / "empty"))
-    assert "run `mct demo` or `mct train` first" in _single_line_error(mct("ui"))
+def test_ui_without_a_tracking_store_says_what_to_run(tmp_path: Path) -> None:
+    result = _run("ui", home=tmp_path / "empty", timeout=60)
+    assert result.returncode == 2
+    assert "run `mct demo` or `mct train` first" in result.stderr

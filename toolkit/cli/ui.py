@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -32,4 +33,9 @@ def ui_command(
         uri = f"sqlite:///{database.as_posix()}"
     mlflow = Path(sys.executable).with_name("mlflow")
     console.print(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
-    os.execv(str(mlflow), [str(mlflow), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+    command = [str(mlflow), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    try:
+        code = subprocess.call(command)  # a child, in our process group: Ctrl-C reaches it too
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
