@@ -2,7 +2,9 @@
 
 One drill runs every scenario (5 s each at 40 requests per second) and its report is checked: no failed
 request while a cloud was healthy, answers from the surviving clouds, the faulted cloud detected and back
-in rotation, and none of the drill's processes left. The router checks health every 0.2 s and ejects for
+in rotation; a storage outage during a promotion that leaves one cloud behind until a re-publish; a
+graceful router hand-over without a failed request and a hard router kill whose failures all fall in the
+gap; and none of the drill's processes left. The router checks health every 0.2 s and ejects for
 1 s (MCT_ROUTER__* variables the drill's router inherits), so that recoveries take seconds, not tens.
 """
 
@@ -16,9 +18,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from serving.drill.report import ScenarioReport
 from serving.drill.runner import DrillOptions, DrillResult, run_drill
 from serving.drill.scenarios import SCENARIOS
 from tests.conftest import Cli
@@ -61,7 +65,7 @@ def drill(drill_model: str) -> DrillResult:
 
 @pytest.mark.parametrize("name", ["kill-one", "errors-one", "slow-one", "hang-one", "kill-two"])
 def test_no_request_fails_while_a_cloud_is_healthy(drill: DrillResult, name: str) -> None:
-    report = next(report for report in drill.reports if report.scenario == name)
+    report = _report(drill, name)
     assert report.sent == int(RPS * DURATION_SECONDS)
     assert report.failed == 0, report.failed_by_cause
     assert report.slo_met
@@ -77,6 +81,51 @@ def test_no_request_fails_while_a_cloud_is_healthy(drill: DrillResult, name: str
     assert end > start
 
 
+def test_a_storage_outage_during_a_promotion_holds_one_cloud_back_until_a_re_publish(drill: DrillResult) -> None:
+    report = _report(drill, "storage-outage")
+    assert report.failed == 0 and report.wrong_version == 0 and report.slo_met, report.slo_missed
+    assert report.faulted == ["azure"], "the last cloud whose emulator keeps its data on a restart"
+    events = {event.verb: event.evidence or {} for event in report.events}
+    promotion = events["promote"]
+    old, new = promotion["previous"], promotion["promoted"]
+    assert int(new) > int(old)
+    assert promotion["published"] == {"aws": new, "gcp": new, "azure": None}
+    assert _verified(promotion) == {"aws": ("OK", new), "gcp": ("OK", new), "azure": ("UNREACHABLE", None)}
+    assert _verified(events["storage-up"]["azure"]) == {"aws": ("OK", new), "gcp": ("OK", new), "azure": ("DRIFT", old)}
+    assert _verified(events["republish"]) == {cloud: ("OK", new) for cloud in ("aws", "gcp", "azure")}
+    assert report.converged and report.converge_seconds is not None, "azure's server never loaded the new version"
+    # Every cloud answered with the old version before the promotion; azure kept it through the outage.
+    assert report.answered_by_version["azure"].get(old, 0) > report.answered_by_version["aws"].get(old, 0)
+    assert new in report.answered_by_version["aws"] and new in report.answered_by_version["gcp"]
+    assert drill.version == new
+
+
+def test_a_graceful_router_hand_over_fails_no_request(drill: DrillResult) -> None:
+    report = _report(drill, "router-restart")
+    assert report.failed == 0, report.failed_by_cause
+    assert report.slo_met and report.faulted == ["router"]
+    (event,) = report.events
+    assert event.evidence is not None and event.evidence["old_pid"] != event.evidence["new_pid"]
+    assert report.router_down_seconds is None
+
+
+def test_a_hard_router_kill_is_reported_with_the_errors_of_its_gap(drill: DrillResult) -> None:
+    report = _report(drill, "router-kill")
+    assert report.router_down_seconds is not None and report.router_down_seconds > 0
+    # At 40 requests a second, a gap of a few hundred milliseconds fails some requests, all of them in it.
+    assert report.failed_while_router_down == report.failed > 0, report.failed_by_cause
+    assert set(report.failed_by_cause) <= {"connect", "disconnected", "reset"}, report.failed_by_cause
+    assert report.slo_met, "failures while the router was down are reported, not held to the SLO"
+
+
+def _report(drill: DrillResult, name: str) -> ScenarioReport:
+    return next(report for report in drill.reports if report.scenario == name)
+
+
+def _verified(evidence: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    return {cloud: (item["status"], item["version"]) for cloud, item in evidence["verify"].items()}
+
+
 def test_report_and_timeline_written(drill: DrillResult) -> None:
     document = json.loads(drill.report_path.read_text())
     assert [item["scenario"] for item in document["scenarios"]] == list(SCENARIOS)
@@ -85,8 +134,9 @@ def test_report_and_timeline_written(drill: DrillResult) -> None:
 
 
 def test_teardown_leaves_no_process(drill: DrillResult) -> None:
-    # Three servers, two restarted by kill-one and kill-two's two, the router and three emulators.
-    assert len(drill.processes) >= 7
+    # Three servers, two restarted by kill-one and kill-two's two, three routers (two restarts), three emulators
+    # and Azurite once more (storage-outage).
+    assert len(drill.processes) >= 3 + 3 + 3 + 3 + 1
     assert [pid for pid, started in drill.processes if is_running(pid, started)] == []
 
 

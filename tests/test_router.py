@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from serving.router.http_client import (
     UpstreamTimeout,
 )
 from serving.router.http_server import HttpServer, Request, Response
+from serving.router.listener import open_listener
 from tests.server_fixtures import PublishedClouds, serving_clouds  # noqa: F401  (the module fixture)
 from toolkit.processes import free_ports
 
@@ -262,9 +264,13 @@ def start_router(workdir: Path) -> Iterator[Callable[..., Router]]:
     """Start `python -m toolkit.cli.route` with the test settings, the token and `args`; stopped afterwards."""
     routers: list[Router] = []
 
-    def start(*args: str, command: Sequence[str] = (sys.executable, "-m", "toolkit.cli.route")) -> Router:
-        port = free_ports(1)[0]
-        log = workdir / f"router-{port}.log"
+    def start(
+        *args: str, command: Sequence[str] = (sys.executable, "-m", "toolkit.cli.route"), port: int | None = None
+    ) -> Router:
+        """A router on a free port, or on `port` (then ready once its own PID answers the status)."""
+        shared = port is not None
+        port = port or free_ports(1)[0]
+        log = workdir / f"router-{port}-{len(routers)}.log"
         env = {**os.environ, "MCT_CONFIG": str(workdir / "router.toml"), "MCT_ROUTER__ADMIN_TOKEN": TOKEN}
         with log.open("wb") as stream:
             process = subprocess.Popen(
@@ -277,7 +283,13 @@ def start_router(workdir: Path) -> Iterator[Callable[..., Router]]:
             )
         router = Router(process, port, log)
         routers.append(router)
-        _wait(lambda: httpx.get(router.url + "/router/status", headers=AUTH).status_code == 200, "router", process, log)
+
+        def ready() -> bool:
+            # A fresh connection each time: a kept-alive one may belong to another router on a shared port.
+            response = httpx.get(router.url + "/router/status", headers={**AUTH, "Connection": "close"})
+            return response.status_code == 200 and (not shared or response.json()["pid"] == process.pid)
+
+        _wait(ready, "router", process, log)
         return router
 
     yield start
@@ -700,6 +712,70 @@ def test_hedging_answers_from_another_backend_while_one_is_slow(
     _assert_no_failure(stream, router)
     assert max(reply.seconds for reply in stream.replies) < 0.3
     assert "aws" not in stream.routed()
+
+
+# Graceful upgrade: a new router takes over the port
+
+
+def test_a_new_listener_in_a_reuseport_group_takes_every_new_connection() -> None:
+    old = open_listener("127.0.0.1", 0, reuse_port=True)
+    port = old.getsockname()[1]
+    new = open_listener("127.0.0.1", port, reuse_port=True)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+    try:
+        time.sleep(0.1)
+        assert (_accept_all(old), _accept_all(new)) == (0, 40), "the old socket must only empty its queue"
+        old.close()
+        newest = open_listener("127.0.0.1", port, reuse_port=True)
+        clients += [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        time.sleep(0.1)
+        assert (_accept_all(new), _accept_all(newest)) == (0, 40), "steering must follow the next hand-over"
+        newest.close()
+    finally:
+        new.close()
+        for client in clients:
+            client.close()
+
+
+def _accept_all(listener: socket.socket) -> int:
+    accepted = 0
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except BlockingIOError:
+            return accepted
+        connection.close()
+        accepted += 1
+
+
+def test_a_router_hands_over_its_port_under_load_without_failing_a_request(
+    clouds: dict[str, Backend], start_router: Callable[..., Router]
+) -> None:
+    old = start_router(*_backend_flags(clouds), "--reuse-port")
+    new: list[Router] = []
+
+    def hand_over() -> None:
+        new.append(start_router(*_backend_flags(clouds), "--reuse-port", port=old.port))
+        assert _stop(old.process) == 0, old.log_text()  # SIGTERM: it stops listening and drains
+
+    stream = stream_while(old.url, 2.5, (0.5, hand_over))
+    _assert_no_failure(stream, old)
+    assert "draining" in old.log_text()
+    fresh = {httpx.get(old.url + "/router/status", headers={**AUTH, "Connection": "close"}).json()["pid"]}
+    assert fresh == {new[0].process.pid}
+
+
+def test_a_second_router_on_a_taken_port_says_so_in_one_line(
+    clouds: dict[str, Backend], start_router: Callable[..., Router]
+) -> None:
+    router = start_router(*_backend_flags(clouds))
+    command = [sys.executable, "-m", "toolkit.cli.route", "--port", str(router.port), *_backend_flags(clouds)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{router.port}: Address already in use "
+        "(another router? a hand-over needs --reuse-port on both)"
+    ]
 
 
 # Configuration: command line, reload

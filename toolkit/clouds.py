@@ -9,7 +9,10 @@ from toolkit.errors import ConfigError
 from toolkit.storage import ObjectStore, open_store
 from toolkit.storage.registry import StoreOptions, split_url
 
-__all__ = ["cloud_store", "cloud_stores", "emulator_buckets", "select_clouds"]
+__all__ = ["cloud_store", "cloud_stores", "emulator_buckets", "emulator_of", "select_clouds"]
+
+# The emulator (by its `cloud` in the emulator catalog) that plays each URL scheme.
+EMULATOR_OF_SCHEME = {"s3": "s3", "gs": "gcs", "az": "azure"}
 
 # moto accepts any credentials; these make boto3 sign requests without looking for real ones.
 EMULATOR_CREDENTIALS = {"access_key_id": "test", "secret_access_key": "test", "region": "us-east-1"}
@@ -55,10 +58,15 @@ def _options(settings: Settings, cloud: CloudConfig) -> StoreOptions:
 
 def emulator_buckets(settings: Settings) -> dict[str, list[str]]:
     """Buckets the emulators must create for the emulated clouds, by emulator."""
-    kinds = {"s3": "s3", "gs": "gcs", "az": "azure"}
     buckets: dict[str, list[str]] = {"s3": [], "gcs": [], "azure": []}
     for cloud in settings.clouds.values():
         scheme, bucket, _ = split_url(cloud.url)
-        if cloud.emulator and scheme in kinds:
-            buckets[kinds[scheme]].append(bucket)
+        if cloud.emulator and scheme in EMULATOR_OF_SCHEME:
+            buckets[EMULATOR_OF_SCHEME[scheme]].append(bucket)
     return buckets
+
+
+def emulator_of(settings: Settings, name: str) -> str | None:
+    """The emulator (s3, gcs or azure) that plays configured cloud `name`; None for a real cloud."""
+    cloud = select_clouds(settings, [name])[name]
+    return EMULATOR_OF_SCHEME.get(split_url(cloud.url)[0]) if cloud.emulator else None

@@ -153,6 +153,9 @@ class RouterSettings(BaseModel):
     # Bearer token of the admin API (/router/*, /metrics); without one the admin API is off. Prefer
     # MCT_ROUTER__ADMIN_TOKEN or --admin-token to writing it in a file.
     admin_token: str | None = None
+    # Listen with SO_REUSEPORT, so that a new router can take over the port before this one stops: start
+    # the new one with the same setting, then SIGTERM the old one, which drains (a graceful upgrade).
+    reuse_port: bool = False
 
 
 class Settings(BaseSettings):

@@ -46,6 +46,8 @@ def failure_cause(status: int, error: BaseException | None = None) -> str | None
             return "connect"
         if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
             return "disconnected"
+        if isinstance(error, aiohttp.ClientOSError):  # e.g. the connection was reset
+            return "reset"
         return type(error).__name__
     if 200 <= status < 300:
         return None

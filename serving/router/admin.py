@@ -1,6 +1,6 @@
 """The admin API, behind a bearer token: state of the backends, drain and undrain, Prometheus metrics.
 
-- `GET /router/status`: policy, panic, retry budget, and per backend its state (healthy, unhealthy,
+- `GET /router/status`: the process id, policy, panic, retry budget, and per backend its state (healthy, unhealthy,
   ejected, drained), EWMA latency, ejections, requests in flight and last errors.
 - `POST /router/backends/NAME/drain` and `.../undrain`: NAME is a backend or a cloud (all its backends).
   A drained backend takes no new request, even in panic; its requests in flight finish.
@@ -14,6 +14,7 @@ reach its port.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 from serving.router.config import RouterConfig
@@ -79,6 +80,7 @@ class AdminApi:
         now = self._clock()
         available, panic = candidates(table.backends.tiers, now)
         return {
+            "pid": os.getpid(),  # which router answered, e.g. during a hand-over between two processes
             "policy": self.config.policy,
             "panic": panic,
             "available": [backend.name for backend in available] if not panic else [],

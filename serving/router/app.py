@@ -55,7 +55,7 @@ class Router:
 
     async def start(self) -> int:
         """Listen and start the health checks; the port bound."""
-        self.port = await self.server.start(self.config.host, self.config.port)
+        self.port = await self.server.start(self.config.host, self.config.port, self.config.reuse_port)
         self.checker.start(self.proxy.table.backends.backends)
         return self.port
 
@@ -164,7 +164,7 @@ async def serve(config: RouterConfig, reload_config: Callable[[], RouterConfig] 
     admin = "on" if config.admin_token else "off (no admin token)"
     logger.info("routing http://%s:%d: %s; admin API %s", config.host, port, describe_backends(config), admin)
     await stopping.wait()
-    logger.info("stopping: letting requests in flight finish")
+    logger.info("stopping: no new connections; draining (each connection closes after its next answer)")
     await router.stop()
 
 

@@ -100,6 +100,7 @@ class RouterConfig:
     retry: RetryConfig
     admin_token: str | None
     max_body_bytes: int
+    reuse_port: bool = False
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view for people and scripts, with the admin token masked."""
@@ -124,6 +125,7 @@ class RouterFlags:
     weights: tuple[str, ...] = ()
     tiers: tuple[str, ...] = ()
     admin_token: str | None = None
+    reuse_port: bool | None = None
     per_try_timeout_seconds: float | None = None
     max_retries: int | None = None
     hedge_after_seconds: float | None = None
@@ -167,6 +169,7 @@ def router_config(settings: Settings, flags: RouterFlags | None = None) -> Route
         retry=_retry(router),
         admin_token=router.admin_token or None,
         max_body_bytes=settings.serving.max_body_bytes,
+        reuse_port=router.reuse_port,
     )
 
 
@@ -177,6 +180,7 @@ def _merged_router_settings(configured: RouterSettings, flags: RouterFlags) -> R
         "port": flags.port,
         "policy": flags.policy,
         "admin_token": flags.admin_token,
+        "reuse_port": flags.reuse_port,
         "per_try_timeout_seconds": flags.per_try_timeout_seconds,
         "max_retries": flags.max_retries,
         "hedge_after_seconds": flags.hedge_after_seconds,

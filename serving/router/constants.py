@@ -10,6 +10,7 @@ __all__ = [
     "ADMIN_PREFIX",
     "CLIENT_IDLE_SECONDS",
     "CLIENT_IDLE_SWEEP_SECONDS",
+    "DRAIN_IDLE_SECONDS",
     "EWMA_DECAY_SECONDS",
     "HEALTH_JITTER_FRACTION",
     "LATENCY_BUCKETS_SECONDS",
@@ -74,6 +75,9 @@ MAX_PIPELINED_REQUESTS = 16
 
 # On SIGTERM, requests in flight get this long to finish (one default per-try timeout plus a retry).
 SHUTDOWN_GRACE_SECONDS = 5.0
+# While draining, a keep-alive connection closes after its next answer, or once idle this long: pooled
+# clients reuse a connection within milliseconds under load, so one idle for a second is not in use.
+DRAIN_IDLE_SECONDS = 1.0
 
 # Backend latency histogram: local predictions take about a millisecond, cross-cloud ones tens of
 # milliseconds, timeouts seconds.

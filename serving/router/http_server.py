@@ -24,9 +24,11 @@ import orjson
 from serving.router.constants import (
     CLIENT_IDLE_SECONDS,
     CLIENT_IDLE_SWEEP_SECONDS,
+    DRAIN_IDLE_SECONDS,
     MAX_HEADER_BYTES,
     MAX_PIPELINED_REQUESTS,
 )
+from serving.router.listener import open_listener
 
 __all__ = ["Handler", "HttpServer", "Request", "Response", "json_response"]
 
@@ -306,6 +308,10 @@ class _ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def drain(self) -> None:
+        """Close after the next answer; an idle connection stays open for a request that may be on its way."""
+        self._closing = True
+
     def shut(self) -> None:
         """Graceful stop: close at once if idle, else after the answer being prepared."""
         self._closing = True
@@ -324,24 +330,32 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; the port actually bound (useful with port 0)."""
-        self._server = await self.loop.create_server(
-            lambda: _ClientConnection(self), host, port, backlog=1024, reuse_address=True
-        )
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Listen; the port actually bound (useful with port 0). See `open_listener` for `reuse_port`."""
+        sock = open_listener(host, port, reuse_port)
+        self._server = await self.loop.create_server(lambda: _ClientConnection(self), sock=sock)
         self._sweeper = self.loop.create_task(self._sweep_idle())
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self, grace_seconds: float) -> None:
-        """Stop listening, let requests in progress finish for up to `grace_seconds`, then drop the rest."""
+        """Stop listening and drain: for up to `grace_seconds`, answer what comes, then drop the rest.
+
+        Each connection closes after its next answer (which says `connection: close`), or once it has been
+        idle for `DRAIN_IDLE_SECONDS`: closing a connection the moment a client reuses it loses that
+        request, and a client that has not used one for that long is unlikely to be using it right now.
+        """
         if self._server is not None:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for connection in list(self.connections):
-            connection.shut()
+        for connection in self.connections:
+            connection.drain()
         deadline = self.loop.time() + grace_seconds
         while self.connections and self.loop.time() < deadline:
+            limit = self.loop.time() - DRAIN_IDLE_SECONDS
+            for connection in list(self.connections):
+                if connection.idle_since is not None and connection.idle_since < limit:
+                    connection.shut()
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             if connection.transport is not None:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from serving.drill.report import SLO, ScenarioReport
+from serving.drill.scenarios import SCENARIOS
 from toolkit.cli.console import console, format_metric, print_json, status_console
 from toolkit.config import load_settings
 
@@ -51,6 +52,33 @@ def render_drill(reports: list[ScenarioReport]) -> None:
             "[green]met[/]" if report.slo_met else "[red]missed: " + "; ".join(report.slo_missed) + "[/]",
         )
     console.print(table)
+    for report in reports:
+        notes = _notes(report)
+        if notes:
+            console.print(f"{report.scenario}: {notes}")
+
+
+def _notes(report: ScenarioReport) -> str:
+    """What a scenario found beyond the common columns: a router outage, a promotion's convergence."""
+    notes = []
+    if report.router_down_seconds is not None:
+        notes.append(
+            f"router down {report.router_down_seconds:.1f} s, {report.failed_while_router_down} failed meanwhile "
+            "(not held to the SLO)"
+        )
+    for event in report.events:
+        evidence = event.evidence or {}
+        if "promoted" in evidence:
+            missed = [cloud for cloud, version in evidence["published"].items() if version is None]
+            notes.append(f"v{evidence['promoted']} published" + (f", not to {', '.join(missed)}" if missed else ""))
+        elif "verify" in evidence and event.verb == "storage-up":
+            drift = [f"{cloud} {item['status']} v{item['version']}" for cloud, item in evidence["verify"].items()]
+            notes.append("verify after the outage: " + ", ".join(drift))
+    if report.converged is not None:
+        notes.append(
+            f"converged {report.converge_seconds:.1f} s after re-publish" if report.converged else "no convergence"
+        )
+    return "; ".join(notes)
 
 
 def drill_command(
@@ -58,7 +86,8 @@ def drill_command(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="kill-one, errors-one, slow-one, hang-one, kill-two, or all (default); repeatable.",
+            help="; ".join(f"{name}: {item.description}" for name, item in SCENARIOS.items())
+            + "; or all (default). Repeatable. storage-outage registers and promotes a copy of the champion.",
         ),
     ] = None,
     duration: Annotated[float, typer.Option(help="Seconds of load per scenario.")] = 30.0,

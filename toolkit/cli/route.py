@@ -59,6 +59,14 @@ def route_command(
             help="Bearer token of the admin API (/router/status, drain, /metrics); prefer MCT_ROUTER__ADMIN_TOKEN."
         ),
     ] = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-port",
+            help="Share the port with SO_REUSEPORT for a graceful upgrade: start the new router with this flag, "
+            "then SIGTERM the old one (also started with it); it drains and exits (router.reuse_port).",
+        ),
+    ] = False,
     show_config: Annotated[
         bool, typer.Option("--show-config", help="Print the effective configuration as JSON and exit.")
     ] = False,
@@ -68,7 +76,7 @@ def route_command(
     Settings come from the router section and the clouds' serving_urls in mct.toml (and MCT_ROUTER__*
     variables); flags override them. Health checks, ejection, retries on another backend within a retry budget,
     priority tiers and panic mode keep requests answered while one cloud can answer. SIGHUP reloads the
-    configuration; SIGTERM stops after the requests in flight.
+    configuration; SIGTERM stops listening and drains (each connection closes after its next answer).
     """
     flags = RouterFlags(
         host=host,
@@ -78,6 +86,7 @@ def route_command(
         weights=tuple(weight or ()),
         tiers=tuple(tier or ()),
         admin_token=admin_token,
+        reuse_port=reuse_port or None,
         per_try_timeout_seconds=per_try_timeout,
         max_retries=max_retries,
         hedge_after_seconds=hedge_after,

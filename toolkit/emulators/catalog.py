@@ -28,6 +28,7 @@ class Emulator:
     program: str
     command: Callable[[int, Path], list[str]]  # (port, data folder) -> argv; raises EmulatorError if not installed
     probe_path: str
+    keeps_data: bool  # whether objects survive a restart (moto keeps everything in memory)
 
 
 def local_url(port: int) -> str:
@@ -93,7 +94,7 @@ def _find_azurite() -> Path:
 
 
 EMULATORS = (
-    Emulator("s3", "moto", _moto, "/moto-api/"),
-    Emulator("gcs", "fake-gcs-server", _fake_gcs_server, "/storage/v1/b?project=mct"),
-    Emulator("azure", "azurite", _azurite, f"/{AZURITE_ACCOUNT}?comp=list"),
+    Emulator("s3", "moto", _moto, "/moto-api/", keeps_data=False),
+    Emulator("gcs", "fake-gcs-server", _fake_gcs_server, "/storage/v1/b?project=mct", keeps_data=True),
+    Emulator("azure", "azurite", _azurite, f"/{AZURITE_ACCOUNT}?comp=list", keeps_data=True),
 )

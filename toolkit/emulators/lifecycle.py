@@ -6,6 +6,7 @@ import fcntl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from toolkit.emulators.buckets import BUCKET_CREATORS
@@ -14,7 +15,7 @@ from toolkit.emulators.errors import EmulatorError
 from toolkit.emulators.state import EmulatorProcess, EmulatorSet, Endpoints, read_state, state_file, write_state
 from toolkit.processes import POLL_SECONDS, answers, free_ports, is_running, spawn, stop_processes
 
-__all__ = ["ensure_emulators", "start_emulators", "stop_emulators"]
+__all__ = ["ensure_emulators", "restart_emulator", "start_emulators", "stop_emulator", "stop_emulators"]
 
 # Idle, all three answer within about 0.6 s; a loaded 2-core CI machine running tests can be many times slower.
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -89,6 +90,47 @@ def stop_emulators(home: Path) -> EmulatorSet | None:
             running.stop()
             state_file(home).unlink()
         return running
+
+
+def stop_emulator(home: Path, cloud: str) -> EmulatorProcess:
+    """Stop the recorded emulator of `cloud` (s3, gcs or azure) and keep its record, for `restart_emulator`."""
+    with _lock(home):
+        process = _recorded(home, cloud)[1]
+        stop_processes([(process.pid, process.started)])
+        return process
+
+
+def restart_emulator(home: Path, cloud: str, buckets: dict[str, list[str]]) -> EmulatorProcess:
+    """Start the recorded emulator of `cloud` again on its port and data folder; record the new process.
+
+    Its `buckets` are created if missing (an emulator that keeps no data comes back empty).
+    """
+    with _lock(home):
+        running, process = _recorded(home, cloud)
+        stop_processes([(process.pid, process.started)])
+        emulator = next(emulator for emulator in EMULATORS if emulator.cloud == cloud)
+        port = int(process.url.rsplit(":", 1)[1])
+        pid, started = spawn(emulator.command(port, Path(process.data)), Path(process.log))
+        restarted = replace(process, pid=pid, started=started)
+        try:
+            _wait_until_answering([restarted])
+            emulators = replace(
+                running, processes=tuple(restarted if item.cloud == cloud else item for item in running.processes)
+            )
+            _create_buckets(emulators, {cloud: buckets.get(cloud, [])})
+        except BaseException:
+            stop_processes([(pid, started)])
+            raise
+        write_state(home, emulators)
+        return restarted
+
+
+def _recorded(home: Path, cloud: str) -> tuple[EmulatorSet, EmulatorProcess]:
+    running = read_state(home)
+    process = next((item for item in running.processes if item.cloud == cloud), None) if running else None
+    if running is None or process is None:
+        raise EmulatorError(f"no {cloud} emulator is recorded: start the emulators with `mct emulators up`")
+    return running, process
 
 
 def _wait_until_answering(processes: list[EmulatorProcess]) -> None:

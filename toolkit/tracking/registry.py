@@ -23,6 +23,7 @@ __all__ = [
     "list_models",
     "list_versions",
     "read_card",
+    "register_copy",
 ]
 
 # The metrics `mct models` shows; the rest are in the run and the model card.
@@ -112,6 +113,24 @@ def get_version(store: TrackingStore, name: str, version: str) -> ModelVersion:
         return store.client.get_model_version(name, version)
     except MlflowException:
         raise ModelNotFound(f"model {name!r} has no version {version}; see `mct models show {name}`") from None
+
+
+def register_copy(store: TrackingStore, name: str, version: str, description: str) -> str:
+    """Register the model of `version` again, as a new version of `name` (same run, same artifacts)."""
+    source = get_version(store, name, version)
+    if source.source is None:
+        raise RegistryError(f"version {version} of {name!r} has no source to register again")
+    try:
+        copy = store.client.create_model_version(
+            name,
+            source=source.source,
+            run_id=source.run_id,
+            model_id=getattr(source, "model_id", None),
+            description=description,
+        )
+    except MlflowException as exc:
+        raise RegistryError(f"cannot register a copy of version {version} of {name!r}: {exc.message}") from None
+    return str(copy.version)
 
 
 def download_run_artifact(store: TrackingStore, run_id: str, path: str, destination: Path) -> Path:
