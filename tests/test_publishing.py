@@ -17,6 +17,7 @@ from toolkit.publishing.publish import publish_bundle
 from toolkit.publishing.verify import verify_clouds
 from toolkit.storage import ObjectInfo, ObjectStore
 from toolkit.storage.errors import StorageUnavailable
+from toolkit.tracking.promotion import promote, rollback
 from toolkit.tracking.runs import log_training
 from toolkit.tracking.store import open_store as open_tracking
 from toolkit.training.options import build_options
@@ -137,6 +138,33 @@ def test_a_cloud_that_is_down_fails_alone(emulators, bundles) -> None:
     results = publish_bundle(bundles["1"], {"aws": down, "gcp": emulated_store(emulators, "gcs")})
     assert [result.ok for result in results] == [False, True]
     assert "127.0.0.1:9" in (results[0].error or "") or "mct-test" in (results[0].error or "")
+
+
+def test_a_rollback_published_after_a_promotion_moves_the_pointer_back(emulators, tmp_path: Path) -> None:
+    settings = load_settings()
+    tracking = open_tracking(settings)
+    model = "rollback-publish-test"
+    result = train(load_dataset("breast_cancer"), build_options(n_jobs=1, cv_folds=3, space={"C": [1.0]}))
+    for _ in range(2):
+        log_training(tracking, result, model)
+    store = {"gcp": emulated_store(emulators, "gcs")}
+
+    def publish_champion(folder: str) -> str:
+        bundle = export_bundle(tracking, model, "@champion", tmp_path / folder)
+        (published,) = publish_bundle(bundle, store)
+        assert published.ok, published.error
+        return published.pointer
+
+    promote(tracking, model, "1", settings.promotion)
+    promote(tracking, model, "2", settings.promotion)
+    stale = export_bundle(tracking, model, "@champion", tmp_path / "stale")  # v2, exported before the rollback
+    assert publish_champion("v2") == "moved"
+    rollback(tracking, model)
+    assert publish_champion("rolled-back") == "moved"
+    pointer = Pointer.model_validate_json(store["gcp"].get(pointer_key(model, "champion")))
+    assert (pointer.version, pointer.generation) == ("1", 3)
+    (late,) = publish_bundle(stale, store)
+    assert late.ok and late.pointer == "left at v1, published later", "a stale publisher must not undo a rollback"
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs", "azure"])

@@ -290,7 +290,7 @@ class DrillTarget:
 
     def _publish(self) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="mct-drill-") as scratch:
-            bundle = export_bundle(self.tracking, self.model, self.version, Path(scratch))
+            bundle = export_bundle(self.tracking, self.model, f"@{ALIAS}", Path(scratch))
             results = publish_bundle(bundle, self.stores)
         published = {item.cloud: self.version if item.ok else None for item in results}
         self.say("  published: " + ", ".join(f"{cloud} {'ok' if v else 'FAILED'}" for cloud, v in published.items()))

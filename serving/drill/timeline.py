@@ -1,9 +1,11 @@
 """The drill's timeline as a PNG: per scenario, answers per second by cloud (stacked, failures on top)
-and latency percentiles, with the fault window shaded and labelled.
+and latency percentiles, with the fault window shaded and labelled, and the steps of a longer schedule
+(e.g. storage down, promote, storage up, re-publish) marked.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,11 @@ __all__ = ["write_timeline"]
 
 # Half a second shows a failover's dip without the noise of single requests at a few hundred per second.
 BIN_SECONDS = 0.5
+# Failures are always red; answers take the other Tableau colours.
+FAILED_COLOUR = "tab:red"
+ANSWER_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:gray")
+# What fits above an 11-inch-wide plot in the default font.
+TITLE_CHARACTERS = 110
 FAILED = "failed"
 
 
@@ -37,18 +44,19 @@ def _draw(report: ScenarioReport, records: Sequence[RequestRecord], rate: Axes, 
     end = max([report.duration_seconds, *(record.sent_at for record in records)])
     edges = np.arange(0.0, end + BIN_SECONDS, BIN_SECONDS)
     centres = edges[:-1]
-    clouds = sorted({record.routed_to or "?" for record in records if record.ok})
-    series = []
-    for name in [*clouds, FAILED]:
-        times = [
-            record.sent_at
-            for record in records
-            if (not record.ok if name == FAILED else record.ok and (record.routed_to or "?") == name)
-        ]
-        series.append(np.histogram(times, bins=edges)[0] / BIN_SECONDS)
-    rate.stackplot(centres, *series, labels=[*clouds, FAILED], step="post")
+    # After a promotion, which version each cloud answered with is the story: a series per cloud and version.
+    versions = len({record.model_version for record in records if record.ok}) > 1
+    answered = [record for record in records if record.ok]
+    groups: dict[str, list[float]] = {}
+    for record in sorted(answered, key=lambda record: (record.routed_to or "?", record.model_version or "?")):
+        name = (record.routed_to or "?") + (f" v{record.model_version}" if versions else "")
+        groups.setdefault(name, []).append(record.sent_at)
+    groups[FAILED] = [record.sent_at for record in records if not record.ok]
+    series = [np.histogram(times, bins=edges)[0] / BIN_SECONDS for times in groups.values()]
+    colours = [ANSWER_COLOURS[index % len(ANSWER_COLOURS)] for index in range(len(groups) - 1)] + [FAILED_COLOUR]
+    rate.stackplot(centres, *series, labels=list(groups), colors=colours, step="post")
     rate.set_ylabel("requests/s")
-    rate.set_title(f"{report.scenario}: {report.description}")
+    rate.set_title(textwrap.shorten(f"{report.scenario}: {report.description}", TITLE_CHARACTERS))
     rate.legend(loc="upper right", fontsize="small")
 
     index = np.digitize([record.sent_at for record in records], edges) - 1
@@ -82,3 +90,16 @@ def _draw(report: ScenarioReport, records: Sequence[RequestRecord], rate: Axes, 
         fontsize="small",
         zorder=4,
     )
+    if len(report.events) > 1:  # a schedule of several steps: mark each one
+        for event in report.events:
+            rate.axvline(event.at, color="tab:red", linewidth=0.8, linestyle=":", zorder=4)
+            rate.annotate(
+                event.verb,
+                xy=(event.at, 0.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, 3),
+                textcoords="offset points",
+                rotation=90,
+                fontsize="x-small",
+                zorder=4,
+            )

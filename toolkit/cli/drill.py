@@ -71,9 +71,10 @@ def _notes(report: ScenarioReport) -> str:
         if "promoted" in evidence:
             missed = [cloud for cloud, version in evidence["published"].items() if version is None]
             notes.append(f"v{evidence['promoted']} published" + (f", not to {', '.join(missed)}" if missed else ""))
-        elif "verify" in evidence and event.verb == "storage-up":
-            drift = [f"{cloud} {item['status']} v{item['version']}" for cloud, item in evidence["verify"].items()]
-            notes.append("verify after the outage: " + ", ".join(drift))
+        elif event.verb == "storage-up":
+            for item in evidence.values():
+                found = [f"{cloud} {check['status']} v{check['version']}" for cloud, check in item["verify"].items()]
+                notes.append("verify once storage is back: " + ", ".join(found))
     if report.converged is not None:
         notes.append(
             f"converged {report.converge_seconds:.1f} s after re-publish" if report.converged else "no convergence"

@@ -64,6 +64,7 @@ def rollback_command(
         print_json(asdict(outcome))
     else:
         console.print(f"{outcome.name}: {outcome.alias} rolled back from v{outcome.previous} to v{outcome.version}")
+        console.print(f"move the clouds back too: mct publish {outcome.name}@{outcome.alias}")
 
 
 def render_outcome(outcome: PromotionOutcome) -> None:

@@ -10,6 +10,7 @@ from toolkit.bundle.card import CARD_FILE, CARD_MARKDOWN_FILE, ONNX_FILE, ModelC
 from toolkit.errors import RegistryError
 from toolkit.publishing.manifest import MANIFEST_FILE, FileEntry, Manifest
 from toolkit.storage.base import file_sha256
+from toolkit.tracking.promotion import alias_history
 from toolkit.tracking.registry import download_run_artifact, get_version
 from toolkit.tracking.runs import BUNDLE_DIR
 from toolkit.tracking.store import TrackingStore
@@ -25,6 +26,7 @@ class ExportedBundle:
 
     directory: Path
     manifest: Manifest
+    generation: int | None = None  # the alias's move count when exported by alias (see `Pointer`)
 
     def files(self) -> list[Path]:
         """The bundle's files, then the manifest (which is published after them)."""
@@ -33,6 +35,7 @@ class ExportedBundle:
 
 def export_bundle(store: TrackingStore, name: str, ref: str, destination: Path) -> ExportedBundle:
     """Download the bundle of `name` at `ref` (a version, `latest` or `@alias`) and write its manifest."""
+    generation = len(alias_history(store, name, ref[1:])) if ref.startswith("@") else None
     version = get_version(store, name, ref)
     if not version.run_id:
         raise RegistryError(f"version {version.version} of {name!r} has no training run to export")
@@ -58,4 +61,4 @@ def export_bundle(store: TrackingStore, name: str, ref: str, destination: Path) 
         ],
     )
     (bundle / MANIFEST_FILE).write_bytes(manifest.to_bytes())
-    return ExportedBundle(bundle, manifest)
+    return ExportedBundle(bundle, manifest, generation)

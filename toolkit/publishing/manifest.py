@@ -49,7 +49,11 @@ class Manifest(BaseModel):
 
 
 class Pointer(BaseModel):
-    """The small object that says which version an alias serves."""
+    """The small object that says which version an alias serves.
+
+    `generation` counts the alias's recorded moves in the registry (promotions and rollbacks) when it was
+    published: a rollback is a newer generation with an older version. None when published by version.
+    """
 
     model: str
     alias: str
@@ -57,6 +61,13 @@ class Pointer(BaseModel):
     manifest: str
     manifest_sha256: str
     published_at: str
+    generation: int | None = None
+
+    def supersedes(self, other: Pointer) -> bool:
+        """Whether this pointer may replace `other`: a later alias move, else (unknown moves) a newer version."""
+        if self.generation is not None and other.generation is not None and self.generation != other.generation:
+            return self.generation > other.generation
+        return int(self.version) > int(other.version)
 
     def to_bytes(self) -> bytes:
         return (self.model_dump_json(indent=2) + "\n").encode()

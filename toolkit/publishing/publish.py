@@ -5,7 +5,8 @@ Per cloud, in this order, so that a reader following the pointer never finds a p
    (version objects are immutable: an existing object with another hash stops the cloud);
 2. upload the manifest, then read every object back and recompute its SHA-256;
 3. only then move the pointer `models/NAME/ALIAS.json`, with the provider's precondition so that
-   two publishers cannot interleave. A pointer already at a newer version is left alone.
+   two publishers cannot interleave. A pointer that supersedes ours (a later move of the alias, e.g. a
+   rollback published after a promotion; else a newer version) is left alone.
 A failure on one cloud leaves that cloud's pointer where it was; running again resumes.
 """
 
@@ -81,7 +82,7 @@ def _publish_one(
             raise StorageError(f"{store.url}: read-back failed: {'; '.join(problems)}")
         if on_progress:
             on_progress(cloud, "verified")
-        _move_pointer(store, manifest, alias, result)
+        _move_pointer(store, manifest, alias, bundle.generation, result)
         if on_progress:
             on_progress(cloud, "pointer")
     except StorageError as exc:
@@ -106,7 +107,9 @@ def _put_immutable(store: ObjectStore, key: str, path: Path, sha256: str | None,
     )
 
 
-def _move_pointer(store: ObjectStore, manifest: Manifest, alias: str, result: CloudPublish) -> None:
+def _move_pointer(
+    store: ObjectStore, manifest: Manifest, alias: str, generation: int | None, result: CloudPublish
+) -> None:
     key = pointer_key(manifest.model, alias)
     pointer = Pointer(
         model=manifest.model,
@@ -115,6 +118,7 @@ def _move_pointer(store: ObjectStore, manifest: Manifest, alias: str, result: Cl
         manifest=version_prefix(manifest.model, manifest.version) + MANIFEST_FILE,
         manifest_sha256=file_sha256(manifest.to_bytes()),
         published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        generation=generation,
     )
     for _ in range(POINTER_ATTEMPTS):
         current, etag = _read_pointer(store, key)
@@ -122,8 +126,8 @@ def _move_pointer(store: ObjectStore, manifest: Manifest, alias: str, result: Cl
         if current is not None and current.version == manifest.version:
             result.pointer = "already current"
             return
-        if current is not None and int(current.version) > int(manifest.version):
-            result.pointer = f"left at newer v{current.version}"
+        if current is not None and not pointer.supersedes(current):
+            result.pointer = f"left at v{current.version}, published later"
             return
         try:
             store.put_if(key, pointer.to_bytes(), match=etag)
