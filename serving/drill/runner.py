@@ -165,6 +165,8 @@ def run_drill(
                     runs.append(_run_scenario(stack, target, scenario, options, features))
             finally:
                 stack.stop()
+                if reuse:
+                    target.restore_storage()  # the emulators were running before the drill: leave them so
                 processes += stack.started
                 processes += target.restarted_emulators if not reuse else []
         finally:
@@ -228,6 +230,7 @@ class DrillTarget:
         self.stores = stores
         self.say = say
         self.restarted_emulators: list[tuple[int, int | None]] = []
+        self._storage_down: set[str] = set()
 
     def kill(self, cloud: str) -> None:
         self.stack.kill(cloud)
@@ -265,14 +268,21 @@ class DrillTarget:
 
     def storage_down(self, cloud: str) -> Evidence:
         process = stop_emulator(self.settings.home, self._emulator(cloud))
+        self._storage_down.add(cloud)
         self.say(f"  {cloud} storage down ({process.program} stopped)")
         return {"emulator": process.program}
 
     def storage_up(self, cloud: str) -> Evidence:
         process = restart_emulator(self.settings.home, self._emulator(cloud), emulator_buckets(self.settings))
+        self._storage_down.discard(cloud)
         self.restarted_emulators.append((process.pid, process.started))
         self.say(f"  {cloud} storage back ({process.program} restarted)")
         return {"emulator": process.program, "verify": self._verify()}
+
+    def restore_storage(self) -> None:
+        """Bring back any storage a scenario took down (after an interruption)."""
+        for cloud in sorted(self._storage_down):
+            self.storage_up(cloud)
 
     def promote(self) -> Evidence:
         """Register a copy of the champion, promote it through the gate, publish it to every cloud."""
@@ -373,6 +383,7 @@ async def _drive(
     samples: list[StatusSample] = []
     events: list[DrillEvent] = []
     done = asyncio.Event()
+    converge: list[float] = []
 
     async def act() -> None:
         for action in scenario.actions:
@@ -380,9 +391,15 @@ async def _drive(
             began = time.monotonic() - start
             evidence = await asyncio.to_thread(action.apply, target, faulted)
             events.append(DrillEvent(action.verb, round(began, 3), round(time.monotonic() - start, 3), evidence))
+        if scenario.promotes:  # watch, while the load goes on, for every server to load the promoted version
+            deadline = time.monotonic() + RECOVERY_TIMEOUT_SECONDS
+            while time.monotonic() < deadline:
+                if await asyncio.to_thread(_all_serve, stack, target.version):
+                    converge.append(round(time.monotonic() - start - events[-1].ended, 3))
+                    return
+                await asyncio.sleep(STATUS_INTERVAL_SECONDS)
 
     sampler = asyncio.create_task(_sample(stack.router_url, stack.admin_token or "", start, samples, done))
-    converge: float | None = None
     try:
         records, _ = await asyncio.gather(
             drive_load(stack.router_url + "/invocations", body, options.rps, options.duration_seconds, start), act()
@@ -390,16 +407,10 @@ async def _drive(
         deadline = time.monotonic() + RECOVERY_TIMEOUT_SECONDS
         while time.monotonic() < deadline and not _all_healthy(samples, clouds):
             await asyncio.sleep(STATUS_INTERVAL_SECONDS)
-        if scenario.promotes:
-            while time.monotonic() < deadline:
-                if await asyncio.to_thread(_all_serve, stack, target.version):
-                    converge = round(time.monotonic() - start - events[-1].ended, 3)
-                    break
-                await asyncio.sleep(STATUS_INTERVAL_SECONDS)
     finally:
         done.set()
         await sampler
-    return records, samples, events, converge
+    return records, samples, events, converge[0] if converge else None
 
 
 def _all_serve(stack: LocalStack, version: str) -> bool:
