@@ -1,7 +1,7 @@
 """The admin API, behind a bearer token: state of the backends, drain and undrain, Prometheus metrics.
 
-- `GET /router/status`: the process id, policy, panic, retry budget, and per backend its state (healthy, unhealthy,
-  ejected, drained), EWMA latency, ejections, requests in flight and last errors.
+- `GET /router/status`: the engine, the process id, policy, panic, retry budget, and per backend its
+  state (healthy, unhealthy, ejected, drained), EWMA latency, ejections, requests in flight and last errors.
 - `POST /router/backends/NAME/drain` and `.../undrain`: NAME is a backend or a cloud (all its backends).
   A drained backend takes no new request, even in panic; its requests in flight finish.
 - `GET /metrics`: Prometheus text format.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Protocol
 
 from serving.router.config import RouterConfig
 from serving.router.constants import ADMIN_PREFIX, METRICS_PATH
@@ -25,7 +26,7 @@ from serving.router.metrics import CONTENT_TYPE, RouterMetrics
 from serving.router.proxy import Proxy
 from serving.server.auth import bearer_token_matches
 
-__all__ = ["AdminApi", "is_admin_path"]
+__all__ = ["AdminApi", "BuiltinControl", "RouterControl", "is_admin_path"]
 
 logger = logging.getLogger("mct.router")
 
@@ -37,26 +38,43 @@ def is_admin_path(target: bytes) -> bool:
     return target.startswith(ADMIN_PREFIX) or target.split(b"?", 1)[0] == METRICS_PATH
 
 
-class AdminApi:
-    """Answers the admin routes from the proxy's live routing table."""
+class RouterControl(Protocol):
+    """What the admin API reads and moves, whichever engine routes: the built-in proxy or HAProxy."""
 
-    def __init__(self, proxy: Proxy, metrics: RouterMetrics, config: RouterConfig, clock: Callable[[], float]) -> None:
-        self.proxy = proxy
-        self.metrics = metrics
-        self.config = config
-        self._clock = clock
+    def status(self) -> dict[str, object]:
+        """The document `GET /router/status` returns."""
+        ...
+
+    def set_drained(self, name: str, drained: bool) -> list[str]:
+        """Drain or undrain the backends of `name` (a backend or a cloud); their names, [] if none match."""
+        ...
+
+    def known(self) -> list[str]:
+        """The backend and cloud names `set_drained` accepts."""
+        ...
+
+    def metrics(self) -> bytes | None:
+        """Prometheus text for `GET /metrics`, or None where metrics are served elsewhere."""
+        ...
+
+
+class AdminApi:
+    """Answers the admin routes, behind the bearer token, from a `RouterControl`."""
+
+    def __init__(self, control: RouterControl, token: str | None) -> None:
+        self.control = control
+        self.token = token
 
     async def handle(self, request: Request) -> Response:
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal
         path = request.target.split(b"?", 1)[0]
-        if path == METRICS_PATH:
-            return self._only(request, b"GET") or Response(
-                200, b"content-type: " + CONTENT_TYPE + b"\r\n", self.metrics.render()
-            )
+        metrics = self.control.metrics() if path == METRICS_PATH else None
+        if metrics is not None:
+            return self._only(request, b"GET") or Response(200, b"content-type: " + CONTENT_TYPE + b"\r\n", metrics)
         if path == ADMIN_PREFIX + b"status":
-            return self._only(request, b"GET") or json_response(200, self.status())
+            return self._only(request, b"GET") or json_response(200, self.control.status())
         if path.startswith(BACKENDS_PREFIX):
             name, _, action = path[len(BACKENDS_PREFIX) :].decode(errors="replace").partition("/")
             if action in ("drain", "undrain"):
@@ -74,34 +92,16 @@ class AdminApi:
             },
         )
 
-    def status(self) -> dict[str, object]:
-        """The document `GET /router/status` returns."""
-        table = self.proxy.table
-        now = self._clock()
-        available, panic = candidates(table.backends.tiers, now)
-        return {
-            "pid": os.getpid(),  # which router answered, e.g. during a hand-over between two processes
-            "policy": self.config.policy,
-            "panic": panic,
-            "available": [backend.name for backend in available] if not panic else [],
-            "retry_budget": table.budget.snapshot(now),
-            "backends": [backend.status(now) for backend in table.backends.backends],
-        }
-
     def _drain(self, name: str, drained: bool) -> Response:
-        backends = self.proxy.table.backends
-        matched = backends.matching(name)
-        if not matched:
-            known = ", ".join(sorted({*backends.by_name, *(backend.cloud for backend in backends.backends)}))
+        names = self.control.set_drained(name, drained)
+        if not names:
+            known = ", ".join(self.control.known())
             return json_response(404, {"error": f"no backend or cloud called {name!r}", "known": known})
-        for backend in matched:
-            backend.health.drained = drained
-        names = [backend.name for backend in matched]
         logger.info("%s %s", "drained" if drained else "undrained", ", ".join(names))
         return json_response(200, {"drained" if drained else "undrained": names})
 
     def _refusal(self, request: Request) -> Response | None:
-        token = self.config.admin_token
+        token = self.token
         if token is None:
             return json_response(
                 403,
@@ -124,3 +124,40 @@ class AdminApi:
         if request.method == method:
             return None
         return json_response(405, {"error": f"use {method.decode()} here"}, b"allow: " + method + b"\r\n")
+
+
+class BuiltinControl:
+    """The built-in engine's live routing table, as a `RouterControl`."""
+
+    def __init__(self, proxy: Proxy, metrics: RouterMetrics, config: RouterConfig, clock: Callable[[], float]) -> None:
+        self.proxy = proxy
+        self._metrics = metrics
+        self.config = config
+        self._clock = clock
+
+    def status(self) -> dict[str, object]:
+        table = self.proxy.table
+        now = self._clock()
+        available, panic = candidates(table.backends.tiers, now)
+        return {
+            "engine": "builtin",
+            "pid": os.getpid(),  # which router answered, e.g. during a hand-over between two processes
+            "policy": self.config.policy,
+            "panic": panic,
+            "available": [backend.name for backend in available] if not panic else [],
+            "retry_budget": table.budget.snapshot(now),
+            "backends": [backend.status(now) for backend in table.backends.backends],
+        }
+
+    def set_drained(self, name: str, drained: bool) -> list[str]:
+        matched = self.proxy.table.backends.matching(name)
+        for backend in matched:
+            backend.health.drained = drained
+        return [backend.name for backend in matched]
+
+    def known(self) -> list[str]:
+        backends = self.proxy.table.backends
+        return sorted({*backends.by_name, *(backend.cloud for backend in backends.backends)})
+
+    def metrics(self) -> bytes:
+        return self._metrics.render()

@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from serving.router.admin import AdminApi, is_admin_path
+from serving.router.admin import AdminApi, BuiltinControl, is_admin_path
 from serving.router.backends import Backend, BackendSet
 from serving.router.config import RouterConfig
 from serving.router.constants import SHUTDOWN_GRACE_SECONDS
@@ -48,7 +48,8 @@ class Router:
         clock = self.clock = time.monotonic
         self.metrics = RouterMetrics(lambda: self.proxy.table.backends.backends, clock)
         self.proxy = Proxy(self._routing_table(config, None), self.metrics, clock)
-        self.admin = AdminApi(self.proxy, self.metrics, config, clock)
+        self.control = BuiltinControl(self.proxy, self.metrics, config, clock)
+        self.admin = AdminApi(self.control, config.admin_token)
         self.checker = self._health_checker()
         self.server = HttpServer(self._handle, config.max_body_bytes)
         self.port: int | None = None
@@ -78,7 +79,8 @@ class Router:
             )
         self.checker.stop()
         self.proxy.table = self._routing_table(config, self.proxy.table)
-        self.config = self.admin.config = config
+        self.config = self.control.config = config
+        self.admin.token = config.admin_token
         self.server.max_body_bytes = config.max_body_bytes
         self.checker = self._health_checker()
         self.checker.start(self.proxy.table.backends.backends)
