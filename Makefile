@@ -61,5 +61,14 @@ bench: setup
 	$(BIN)/python bench/server_vs_mlflow.py
 	$(BIN)/python bench/router_vs_nginx.py
 
+# The serving image (Dockerfile), for linux/amd64: what Fargate, Cloud Run and Container Apps run.
+# `make image IMAGE=docker.io/you/mct-serving:0.1.0`, then `docker push` it where the clouds can pull.
+IMAGE ?= mct-serving:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+.PHONY: image
+image:
+	@command -v docker >/dev/null || { echo "make image needs Docker (docker build) with a running engine"; exit 1; }
+	docker build --platform linux/amd64 --tag $(IMAGE) .
+
 clean:
 	rm -rf $(VENV) node_modules .mct .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,16 @@
 """Settings: embedded defaults, overridden by `mct.toml`, overridden by `MCT_*` environment variables.
 
 The file is `./mct.toml`, or the path in `MCT_CONFIG`. Nested keys use `__` in the environment,
-e.g. `MCT_PROMOTION__TOLERANCE=0.02` or `MCT_TRAINING__CV_FOLDS=3`.
+e.g. `MCT_PROMOTION__TOLERANCE=0.02` or `MCT_TRAINING__CV_FOLDS=3`. Between the defaults and that file
+sits `mct.toml` in the data directory, which the toolkit writes itself (`mct infra up` records the clouds
+it deployed there).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -27,11 +29,13 @@ __all__ = [
     "ServingSettings",
     "Settings",
     "TrainingDefaults",
+    "data_config_file",
     "load_settings",
 ]
 
 CONFIG_FILE_ENV = "MCT_CONFIG"
 DEFAULT_CONFIG_FILE = "mct.toml"
+DEFAULT_HOME = Path(".mct")
 
 
 class TrainingDefaults(BaseModel):
@@ -156,6 +160,12 @@ class RouterSettings(BaseModel):
     # Listen with SO_REUSEPORT, so that a new router can take over the port before this one stops: start
     # the new one with the same setting, then SIGTERM the old one, which drains (a graceful upgrade).
     reuse_port: bool = False
+    # Which engine routes: `builtin` (the asyncio proxy in mct) or `haproxy` (the same configuration
+    # rendered as haproxy.cfg, HAProxy supervised by `mct route`): see "Scaling out" in the README.
+    engine: Literal["builtin", "haproxy"] = "builtin"
+    # A second port that serves Prometheus metrics at /metrics without the admin token (for a scraper
+    # on a private network); off by default: /metrics on the router's port needs the token.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
 
 
 class Settings(BaseSettings):
@@ -163,7 +173,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MCT_", env_nested_delimiter="__", extra="forbid")
 
-    home: Path = Path(".mct")
+    home: Path = DEFAULT_HOME
     tracking_uri: str | None = None
     experiment: str = "mct"
     training: TrainingDefaults = TrainingDefaults()
@@ -187,7 +197,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
+        user_file = TomlConfigSettingsSource(settings_cls, toml_file)
+        # The data directory is itself a setting: find it as the settings will, then read its file below the rest.
+        given = getattr(init_settings, "init_kwargs", {}).get("home")
+        home = given or env_settings().get("home") or user_file().get("home")
+        data_file = TomlConfigSettingsSource(settings_cls, data_config_file(Path(home or DEFAULT_HOME)))
+        return (init_settings, env_settings, user_file, data_file)
+
+
+def data_config_file(home: Path) -> Path:
+    """The settings file the toolkit writes itself, in the data directory `home`."""
+    return home.expanduser().resolve() / DEFAULT_CONFIG_FILE
 
 
 def load_settings(**overrides: Any) -> Settings:

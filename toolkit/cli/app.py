@@ -13,6 +13,7 @@ from toolkit.cli.demo import demo_command
 from toolkit.cli.drill import drill_command
 from toolkit.cli.emulators import emulators_app
 from toolkit.cli.errors import ToolkitGroup
+from toolkit.cli.infra import infra_app
 from toolkit.cli.models import models_app
 from toolkit.cli.promotion import promote_command, rollback_command
 from toolkit.cli.publishing import publish_command, verify_command
@@ -46,6 +47,7 @@ app.command("ui")(ui_command)
 app.command("drill")(drill_command)
 app.add_typer(models_app, name="models")
 app.add_typer(emulators_app, name="emulators")
+app.add_typer(infra_app, name="infra")
 
 
 def _show_version(value: bool) -> None:
