@@ -101,6 +101,8 @@ class RouterConfig:
     admin_token: str | None
     max_body_bytes: int
     reuse_port: bool = False
+    engine: str = "builtin"
+    metrics_port: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view for people and scripts, with the admin token masked."""
@@ -126,6 +128,8 @@ class RouterFlags:
     tiers: tuple[str, ...] = ()
     admin_token: str | None = None
     reuse_port: bool | None = None
+    engine: str | None = None
+    metrics_port: int | None = None
     per_try_timeout_seconds: float | None = None
     max_retries: int | None = None
     hedge_after_seconds: float | None = None
@@ -170,6 +174,8 @@ def router_config(settings: Settings, flags: RouterFlags | None = None) -> Route
         admin_token=router.admin_token or None,
         max_body_bytes=settings.serving.max_body_bytes,
         reuse_port=router.reuse_port,
+        engine=router.engine,
+        metrics_port=router.metrics_port,
     )
 
 
@@ -181,6 +187,8 @@ def _merged_router_settings(configured: RouterSettings, flags: RouterFlags) -> R
         "policy": flags.policy,
         "admin_token": flags.admin_token,
         "reuse_port": flags.reuse_port,
+        "engine": flags.engine,
+        "metrics_port": flags.metrics_port,
         "per_try_timeout_seconds": flags.per_try_timeout_seconds,
         "max_retries": flags.max_retries,
         "hedge_after_seconds": flags.hedge_after_seconds,

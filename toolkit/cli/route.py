@@ -17,6 +17,7 @@ from serving.router.config import RouterFlags, load_router_config
 from serving.router.policies import DEFAULT_POLICY, policy_names
 from toolkit.cli.console import print_json
 from toolkit.cli.errors import ToolkitGroup
+from toolkit.errors import ConfigError
 
 __all__ = ["main", "route_command"]
 
@@ -67,6 +68,20 @@ def route_command(
             "then SIGTERM the old one (also started with it); it drains and exits (router.reuse_port).",
         ),
     ] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="builtin (default: the asyncio proxy in mct) or haproxy (the same configuration on HAProxy, "
+            "supervised by this command; router.engine).",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Also serve Prometheus /metrics on this port, without the token (off).")
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="With --engine haproxy: print the rendered haproxy.cfg and exit."),
+    ] = False,
     show_config: Annotated[
         bool, typer.Option("--show-config", help="Print the effective configuration as JSON and exit.")
     ] = False,
@@ -87,6 +102,8 @@ def route_command(
         tiers=tuple(tier or ()),
         admin_token=admin_token,
         reuse_port=reuse_port or None,
+        engine=engine,
+        metrics_port=metrics_port,
         per_try_timeout_seconds=per_try_timeout,
         max_retries=max_retries,
         hedge_after_seconds=hedge_after,
@@ -95,8 +112,20 @@ def route_command(
     if show_config:
         print_json(config.describe())
         return
+    if print_config:
+        if config.engine != "haproxy":
+            raise ConfigError("--print-config shows HAProxy's configuration: add --engine haproxy")
+        from serving.router.haproxy.engine import printable_config
+
+        sys.stdout.write(printable_config(config))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s mct route: %(message)s", stream=sys.stderr)
-    run_router(config, reload_config=lambda: load_router_config(flags))
+    if config.engine == "haproxy":
+        from serving.router.haproxy.engine import run_haproxy_router
+
+        run_haproxy_router(config, reload_config=lambda: load_router_config(flags))
+    else:
+        run_router(config, reload_config=lambda: load_router_config(flags))
 
 
 def main() -> None:
