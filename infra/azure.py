@@ -56,7 +56,7 @@ class AzureServingStack(ServingStack):
             allow_blob_public_access=False,
             enable_https_traffic_only=True,
             minimum_tls_version=storage.MinimumTlsVersion.TLS1_2,
-            # `mct publish` authenticates with the account's connection string (toolkit/storage/azure.py).
+            # `mct publish` signs in with the connection string or `az login` (toolkit/storage/azure.py).
             allow_shared_key_access=True,
             encryption={
                 "key_source": storage.KeySource.MICROSOFT_STORAGE,
@@ -127,8 +127,12 @@ class AzureServingStack(ServingStack):
         environment_variables = [
             app.EnvironmentVarArgs(name=key, value=value) for key, value in container_environment(spec).items()
         ]
-        # DefaultAzureCredential picks the user-assigned identity by its client id.
+        # The store signs in with DefaultAzureCredential, which picks the user-assigned identity by its client
+        # id, at the account's blob endpoint (no connection string, no key in the app).
         environment_variables.append(app.EnvironmentVarArgs(name="AZURE_CLIENT_ID", value=identity.client_id))
+        environment_variables.append(
+            app.EnvironmentVarArgs(name="AZURE_STORAGE_ACCOUNT_URL", value=account.primary_endpoints.blob)
+        )
         server = app.ContainerArgs(
             name=CONTAINER_NAME,
             image=spec.image,

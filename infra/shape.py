@@ -27,7 +27,11 @@ GCP_SERVICE = "gcp:cloudrunv2/service:Service"
 GCP_INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
 AZURE_APP = "azure-native:app:ContainerApp"
 # Set by the platform or the identity wiring, not by the spec: left out of the shape's environment.
-PLATFORM_VARIABLES = {"aws": frozenset(), "gcp": frozenset(), "azure": frozenset({"AZURE_CLIENT_ID"})}
+PLATFORM_VARIABLES = {
+    "aws": frozenset(),
+    "gcp": frozenset(),
+    "azure": frozenset({"AZURE_CLIENT_ID", "AZURE_STORAGE_ACCOUNT_URL"}),
+}
 # Cloud Run sets PORT to the container port itself.
 PLATFORM_SET_VARIABLES = {"aws": frozenset(), "gcp": frozenset({"PORT"}), "azure": frozenset()}
 _STORE_VARIABLE = re.compile(r"MCT_CLOUDS__([A-Z0-9_]+?)__URL")

@@ -182,6 +182,7 @@ def test_azure_program_is_a_private_container_and_a_container_app(deployed: Any)
     }
     environment = _container_env(server["env"])
     assert environment["AZURE_CLIENT_ID"] == "00000000-0000-0000-0000-00000000000b"
+    assert environment["AZURE_STORAGE_ACCOUNT_URL"].endswith(".blob.core.windows.net/"), "the identity's account"
     assert environment["MCT_CLOUDS__AZURE__URL"] == "az://acme-churn-models/serving/prod"
     scale = app["template"]["scale"]
     assert (scale["minReplicas"], scale["maxReplicas"]) == (2, 7)

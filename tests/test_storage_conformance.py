@@ -347,8 +347,20 @@ def test_endpoint_and_credentials_from_the_environment(
 
 def test_azure_without_a_connection_string_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
-    with pytest.raises(AccessDenied, match=r"az://mct-test/p: .*set AZURE_STORAGE_CONNECTION_STRING"):
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
+    with pytest.raises(AccessDenied, match=r"az://mct-test/p: .*set AZURE_STORAGE_CONNECTION_STRING.*ACCOUNT_URL"):
         open_store("az://mct-test/p")
+
+
+def test_azure_with_only_an_account_url_signs_in_with_an_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.identity import DefaultAzureCredential
+
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", "https://mctmodels.blob.core.windows.net")
+    store = open_store("az://models/serving")  # nothing is sent until the first request
+    container = store._container  # type: ignore[attr-defined]
+    assert container.url.startswith("https://mctmodels.blob.core.windows.net/models")
+    assert isinstance(container.credential, DefaultAzureCredential), "a managed identity, or `az login`"
 
 
 def test_download_replaces_the_destination_whole_or_not_at_all(

@@ -6,7 +6,9 @@ for Put Blob but not for a committed block list unless the client sends it), so 
 Preconditions: `put_if` creates with `If-None-Match: *` (`overwrite=False`, answered 409 when the blob
 exists) or swaps with `If-Match: <etag>` (answered 412).
 Retries: the SDK's retry policy is off (`retry_total=0`); `toolkit.storage.retry` decides.
-Credentials: `StoreOptions.connection_string`, else `AZURE_STORAGE_CONNECTION_STRING`. The SDK's default
+Credentials: `StoreOptions.connection_string`, else `AZURE_STORAGE_CONNECTION_STRING`; without one, the
+account URL (`StoreOptions.endpoint`, else `AZURE_STORAGE_ACCOUNT_URL`) with azure-identity's
+`DefaultAzureCredential` (a managed identity in Azure, `az login` on a workstation). The SDK's default
 API version is newer than Azurite 3.35 accepts; the emulator is started with `--skipApiVersionCheck`
 rather than pinning an older version here, which real Azure does not need.
 """
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    ClientAuthenticationError,
     HttpResponseError,
     IncompleteReadError,
     ServiceRequestError,
@@ -55,6 +58,7 @@ __all__ = ["AzureBlobStore"]
 T = TypeVar("T")
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+ACCOUNT_URL_ENV = "AZURE_STORAGE_ACCOUNT_URL"
 _TRANSIENT_ERRORS = (ServiceRequestError, ServiceResponseError, IncompleteReadError)
 
 
@@ -73,26 +77,34 @@ class AzureBlobStore(ObjectStore):
         """The container `bucket` of the account named by the connection string (options, else environment)."""
         location = StoreLocation("az", bucket, prefix)
         connection_string = options.connection_string or os.environ.get(CONNECTION_STRING_ENV)
-        if not connection_string:
+        client_options: dict[str, Any] = {
+            "retry_total": 0,
+            "connection_timeout": retry.CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": retry.READ_TIMEOUT_SECONDS,
+            "max_single_put_size": CHUNK_BYTES,
+            "max_block_size": CHUNK_BYTES,
+        }
+        if connection_string:
+            try:
+                container = ContainerClient.from_connection_string(connection_string, bucket, **client_options)
+            except ValueError:  # the SDK's message is generic; never echo the string itself
+                raise AccessDenied(
+                    f"{location.url}: the Azure connection string is malformed; copy it again from the portal "
+                    f"(Access keys) or `az storage account show-connection-string`, and set {CONNECTION_STRING_ENV}"
+                ) from None
+            return cls(location, container)
+        account_url = options.endpoint or os.environ.get(ACCOUNT_URL_ENV)
+        if not account_url:
             raise AccessDenied(
-                f"{location.url}: no Azure credentials; set {CONNECTION_STRING_ENV} (Storage account > "
-                "Access keys > Connection string) or pass a connection string in the store options"
+                f"{location.url}: no Azure credentials; set {CONNECTION_STRING_ENV} (Storage account > Access keys "
+                f"> Connection string), or {ACCOUNT_URL_ENV} (https://ACCOUNT.blob.core.windows.net) to sign in "
+                "with a managed identity or `az login`"
             )
-        try:
-            container = ContainerClient.from_connection_string(
-                connection_string,
-                bucket,
-                retry_total=0,
-                connection_timeout=retry.CONNECT_TIMEOUT_SECONDS,
-                read_timeout=retry.READ_TIMEOUT_SECONDS,
-                max_single_put_size=CHUNK_BYTES,
-                max_block_size=CHUNK_BYTES,
-            )
-        except ValueError:  # the SDK's message is generic; never echo the string itself
-            raise AccessDenied(
-                f"{location.url}: the Azure connection string is malformed; copy it again from the portal "
-                f"(Access keys) or `az storage account show-connection-string`, and set {CONNECTION_STRING_ENV}"
-            ) from None
+        from azure.identity import DefaultAzureCredential
+
+        # The identity's token is fetched on the first request: a missing identity surfaces there as AccessDenied.
+        credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+        container = ContainerClient(account_url, bucket, credential=credential, **client_options)
         return cls(location, container)
 
     def put(self, key: str, source: bytes | Path, *, sha256: str | None = None) -> ObjectInfo:
@@ -175,6 +187,9 @@ class AzureBlobStore(ObjectStore):
         url = self._location.object_url(key)
         if isinstance(exc, _TRANSIENT_ERRORS):
             return unreachable(url, self._endpoint, exc)
+        if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:  # no token: nothing was sent
+            reason = str(exc.message or exc).strip().splitlines()[0]
+            return AccessDenied(f"{url}: cannot sign in to Azure ({reason}); see `az login` or the app's identity")
         if not isinstance(exc, HttpResponseError):
             return None
         error_code = getattr(exc, "error_code", None)  # set by azure-storage-blob: a StorageErrorCode or str
@@ -186,7 +201,8 @@ class AzureBlobStore(ObjectStore):
             code,
             endpoint=self._endpoint,
             bucket_missing=code == "ContainerNotFound" or key is None,
-            credentials_hint=f"the account key or SAS in the connection string ({CONNECTION_STRING_ENV})",
+            credentials_hint=f"the account key or SAS in the connection string ({CONNECTION_STRING_ENV}), "
+            "or the role of the signed-in identity (Storage Blob Data Reader or Contributor)",
         )
 
 
