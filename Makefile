@@ -9,9 +9,9 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export ORT_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test check lint typecheck unit bench clean
+.PHONY: setup haproxy demo test check lint typecheck unit bench clean
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(STAMP) $(NODE_STAMP) haproxy
 
 # Reinstall only when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -25,6 +25,16 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	@command -v npm >/dev/null || { echo "Azurite needs Node.js 20+ with npm (e.g. apt-get install nodejs npm)"; exit 1; }
 	npm install --no-audit --no-fund
 	touch $(NODE_STAMP)
+
+# HAProxy, for `mct route --engine haproxy` and its tests: from Debian's packages when missing and we are
+# root (as on CI); otherwise a hint, and the haproxy-engine tests are skipped with that reason.
+haproxy:
+	@command -v haproxy >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq haproxy >/dev/null) || echo "could not install haproxy"; \
+	  else \
+	    echo "haproxy is not installed (sudo apt-get install haproxy): the haproxy engine's tests are skipped"; \
+	  fi; }
 
 demo: setup
 	$(BIN)/mct demo

@@ -834,6 +834,132 @@ def test_a_second_router_on_a_taken_port_says_so_in_one_line(
     ]
 
 
+# Operating either engine: mct router, the metrics port; the HAProxy engine's own promises
+
+
+def _mct(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "mct"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_mct_router_shows_drains_and_undrains_a_backend_of_either_engine(
+    clouds: dict[str, Backend], start_router: Callable[..., Router], engine: str
+) -> None:
+    router = start_router(*_backend_flags(clouds), engine=engine)
+    where = ("--url", router.url, "--token", TOKEN)
+    status = _mct("router", "status", *where, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["engine"] == engine
+    drained = _mct("router", "drain", "gcp", *where)
+    assert (drained.returncode, drained.stdout.strip()) == (0, "drained gcp")
+    assert router.backend("gcp")["state"] == "drained"
+    table = _mct("router", "status", *where)
+    assert "gcp" in table.stdout and "drained" in table.stdout and f"engine {engine}" in table.stdout
+    assert _mct("router", "undrain", "gcp", *where).returncode == 0
+    assert router.backend("gcp")["state"] == "healthy"
+    unknown = _mct("router", "drain", "mars", *where)
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "no backend or cloud called 'mars'" in unknown.stderr and "aws" in unknown.stderr
+    wrong = _mct("router", "status", "--url", router.url, "--token", "wrong")
+    assert wrong.returncode == 2 and "answered 401" in wrong.stderr
+    nobody = _mct("router", "status", "--url", f"http://127.0.0.1:{free_ports(1)[0]}", "--token", TOKEN)
+    assert nobody.returncode == 1 and "no router answers" in nobody.stderr
+
+
+def test_the_metrics_port_serves_prometheus_without_the_token(
+    clouds: dict[str, Backend], start_router: Callable[..., Router], engine: str
+) -> None:
+    metrics_port = free_ports(1)[0]
+    router = start_router(*_backend_flags(clouds), "--metrics-port", str(metrics_port), engine=engine)
+    assert httpx.post(router.url + "/invocations", json=BODY).status_code == 200
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert scraped.status_code == 200 and METRIC_NAMES[engine]["healthy"] in scraped.text
+    assert httpx.get(router.url + "/metrics").status_code == 401, "the router's own port still wants the token"
+
+
+@pytest.mark.skipif(HAPROXY_MISSING, reason="HAProxy is not installed (`make setup` installs it as root)")
+def test_the_rendered_haproxy_config_for_three_clouds_passes_haproxy_check(tmp_path: Path) -> None:
+    printed = _mct(
+        "route",
+        "--engine",
+        "haproxy",
+        "--print-config",
+        "--backend",
+        "aws=http://10.0.0.1:8080",
+        "--backend",
+        "gcp=https://serving-abc.a.run.app",
+        "--backend",
+        "azure=https://serving.example.azurecontainerapps.io",
+        "--tier",
+        "azure=1",
+        "--weight",
+        "aws=2",
+        "--policy",
+        "weighted",
+        "--admin-token",
+        "secret",
+        "--metrics-port",
+        "9100",
+    )
+    assert printed.returncode == 0, printed.stderr
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(printed.stdout)
+    check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    text = printed.stdout
+    assert "    server aws 10.0.0.1:8080 weight 256 check" in text
+    assert "    server gcp serving-abc.a.run.app:443 weight 128 check ssl verify required" in text
+    assert "backup" in text.split("server azure", 1)[1].splitlines()[0]
+    for directive in (
+        "option httpchk",
+        "http-check send meth GET uri /v2/health/ready",
+        "observe layer7",
+        "retry-on conn-failure",
+        "option redispatch 1",
+        "balance roundrobin",
+        "prometheus-exporter",
+        "bind 127.0.0.1:9100",
+        "expose-fd listeners",
+        "master-worker",
+    ):
+        assert directive in text, directive
+
+
+@pytest.mark.skipif(HAPROXY_MISSING, reason="HAProxy is not installed (`make setup` installs it as root)")
+def test_a_haproxy_reload_under_load_fails_no_request_and_keeps_a_drained_backend(
+    clouds: dict[str, Backend], start_router: Callable[..., Router]
+) -> None:
+    router = start_router(*_backend_flags(clouds), "--policy", "round_robin", engine="haproxy")
+    assert httpx.post(router.url + "/router/backends/aws/drain", headers=AUTH).status_code == 200
+    master = router.status()["haproxy_pid"]
+    stream = stream_while(router.url, 2.0, (0.5, lambda: router.process.send_signal(signal.SIGHUP)))
+    _assert_no_failure(stream, router)
+    status = router.status()
+    assert status["reloads"] == 1 and status["haproxy_pid"] == master
+    assert router.backend("aws")["state"] == "drained", "the reload carried the drained state over"
+    assert "aws" not in stream.routed()
+    assert _stop(router.process) == 0, router.log_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ((), "the haproxy engine needs the haproxy program, which is not on PATH"),
+        (("--hedge-after", "0.1"), "the haproxy engine has no hedging"),
+    ],
+)
+def test_the_haproxy_engine_refuses_what_it_cannot_do_in_one_line(
+    flags: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "toolkit.cli.route", "--engine", "haproxy", "--backend", "aws=http://127.0.0.1:9"]
+    environment = {**os.environ, "PATH": str(tmp_path)}  # no haproxy on this PATH
+    result = subprocess.run([*command, *flags], capture_output=True, text=True, env=environment, timeout=30)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+    if not flags:
+        assert "apt-get install haproxy" in line
+
+
 # Configuration: command line, reload
 
 

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from serving.router.admin import AdminApi, BuiltinControl, is_admin_path
 from serving.router.backends import Backend, BackendSet
 from serving.router.config import RouterConfig
-from serving.router.constants import SHUTDOWN_GRACE_SECONDS
+from serving.router.constants import METRICS_PATH, SHUTDOWN_GRACE_SECONDS
 from serving.router.health import HealthChecker, HealthTracker
 from serving.router.http_client import UpstreamPool
-from serving.router.http_server import HttpServer, Request, Response
-from serving.router.metrics import RouterMetrics
+from serving.router.http_server import HttpServer, Request, Response, json_response
+from serving.router.metrics import CONTENT_TYPE, RouterMetrics
 from serving.router.policies import make_policy
 from serving.router.proxy import Proxy, RoutingTable, Upstream
 from serving.router.retry import RetryBudget
@@ -52,17 +52,22 @@ class Router:
         self.admin = AdminApi(self.control, config.admin_token)
         self.checker = self._health_checker()
         self.server = HttpServer(self._handle, config.max_body_bytes)
+        self.metrics_server = HttpServer(self._metrics_only, 0) if config.metrics_port is not None else None
         self.port: int | None = None
 
     async def start(self) -> int:
         """Listen and start the health checks; the port bound."""
         self.port = await self.server.start(self.config.host, self.config.port, self.config.reuse_port)
+        if self.metrics_server is not None and self.config.metrics_port is not None:
+            await self.metrics_server.start(self.config.host, self.config.metrics_port, self.config.reuse_port)
         self.checker.start(self.proxy.table.backends.backends)
         return self.port
 
     async def stop(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop listening and checking, let requests in flight finish, close every connection."""
         self.checker.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop(0.5)
         await self.server.stop(grace_seconds)
         for upstream in self.proxy.table.upstreams.values():
             upstream.pool.close()
@@ -90,6 +95,12 @@ class Router:
         if is_admin_path(request.target):
             return await self.admin.handle(request)
         return await self.proxy.forward(request)
+
+    async def _metrics_only(self, request: Request) -> Response:
+        """The metrics port: Prometheus text at /metrics, without the token (a private scrape address)."""
+        if request.target.split(b"?", 1)[0] == METRICS_PATH and request.method == b"GET":
+            return Response(200, b"content-type: " + CONTENT_TYPE + b"\r\n", self.metrics.render())
+        return json_response(404, {"error": "this port serves GET /metrics only"})
 
     def _routing_table(self, config: RouterConfig, previous: RoutingTable | None) -> RoutingTable:
         kept: dict[tuple[str, str], Backend] = {}

@@ -18,6 +18,7 @@ from toolkit.cli.models import models_app
 from toolkit.cli.promotion import promote_command, rollback_command
 from toolkit.cli.publishing import publish_command, verify_command
 from toolkit.cli.route import route_command
+from toolkit.cli.router_admin import router_app
 from toolkit.cli.serve import serve_command
 from toolkit.cli.storage import sync_command
 from toolkit.cli.train import train_command
@@ -48,6 +49,7 @@ app.command("drill")(drill_command)
 app.add_typer(models_app, name="models")
 app.add_typer(emulators_app, name="emulators")
 app.add_typer(infra_app, name="infra")
+app.add_typer(router_app, name="router")
 
 
 def _show_version(value: bool) -> None:

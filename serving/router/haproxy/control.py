@@ -19,6 +19,7 @@ class HaproxyControl:
         self.runtime = runtime
         self.config = config
         self.haproxy_pid = haproxy_pid
+        self.reloads = 0
 
     def status(self) -> dict[str, object]:
         specs = {spec.name: spec for spec in self.config.backends}
@@ -30,6 +31,7 @@ class HaproxyControl:
             "engine": "haproxy",
             "pid": os.getpid(),
             "haproxy_pid": self.haproxy_pid,
+            "reloads": self.reloads,
             "policy": f"{self.config.policy} (HAProxy balance {POLICIES[self.config.policy]})",
             "panic": False,  # HAProxy answers 503 when no server is up
             "available": [item["name"] for item in healthy if item["tier"] == preferred],

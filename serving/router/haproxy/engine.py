@@ -11,10 +11,12 @@ them over the stats socket (`expose-fd listeners`).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from serving.router.admin import AdminApi
 from serving.router.config import RouterConfig
 from serving.router.constants import SHUTDOWN_GRACE_SECONDS
 from serving.router.haproxy.control import HaproxyControl
-from serving.router.haproxy.render import HaproxyPaths, render_config, write_files
+from serving.router.haproxy.render import HaproxyPaths, check_supported, render_config, write_files
 from serving.router.haproxy.runtime import RuntimeApi, RuntimeApiError
 from serving.router.http_server import HttpServer
 from toolkit.errors import ConfigError, ToolkitError
@@ -39,6 +41,8 @@ INSTALL_HINT = (
 # HAProxy parses its configuration and binds in milliseconds; a loaded machine may take a second or two.
 START_TIMEOUT_SECONDS = 15.0
 ADMIN_BODY_BYTES = 64 * 1024
+# prctl(2): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 # Where `--print-config` says the sockets are: a conventional place for a system-wide HAProxy.
 PRINTED_DIRECTORY = Path("/run/mct-router")
 
@@ -64,7 +68,8 @@ def printable_config(config: RouterConfig) -> str:
 
 
 def run_haproxy_router(config: RouterConfig, reload_config: Callable[[], RouterConfig] | None = None) -> None:
-    """Supervise HAProxy routing by `config` until SIGTERM or SIGINT (graceful) ; SIGHUP reloads."""
+    """Supervise HAProxy routing by `config` until SIGTERM or SIGINT (graceful); SIGHUP reloads."""
+    check_supported(config)
     binary = find_haproxy()
     # Socket paths must stay short (108 bytes), so not under a deep data directory.
     directory = Path(tempfile.mkdtemp(prefix="mct-haproxy-"))
@@ -90,7 +95,7 @@ async def _supervise(
     paths = HaproxyPaths(directory, await admin_server.start("127.0.0.1", 0))
     _install(binary, render_config(config, paths, config.metrics_port), paths)
     process = await asyncio.create_subprocess_exec(
-        binary, "-W", "-db", "-f", str(paths.config_file), stdin=subprocess.DEVNULL
+        binary, "-W", "-db", "-f", str(paths.config_file), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
     )
     control.haproxy_pid = process.pid
     try:
@@ -129,9 +134,8 @@ async def _supervise(
 def _install(binary: str, text: str, paths: HaproxyPaths) -> None:
     """Check `text` with `haproxy -c`, then make it the configuration HAProxy (re)loads."""
     candidate = write_files(paths, text, paths.directory / "candidate.cfg")
-    check = subprocess.run([binary, "-c", "-q", "-f", str(candidate)], capture_output=True, text=True)
+    check = subprocess.run([binary, "-c", "-f", str(candidate)], capture_output=True, text=True)
     if check.returncode != 0:
-        # -q silences the notices; what is left names the problem (HAProxy prints nothing else on some errors).
         lines = [line for line in check.stderr.splitlines() if "ALERT" in line] or check.stderr.splitlines()
         first = lines[0].strip() if lines else f"haproxy -c exited with {check.returncode}"
         raise ConfigError(f"HAProxy refused the rendered configuration: {first}")
@@ -172,7 +176,15 @@ def _reload(
     control.config = config
     admin.token = config.admin_token
     process.send_signal(signal.SIGUSR2)  # master-worker reload: new workers take over the listeners
+    control.reloads += 1
     logger.info("configuration reloaded: %s", ", ".join(f"{spec.name}={spec.url}" for spec in config.backends))
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when `mct route` dies, even by SIGKILL, so that no orphaned
+    HAProxy keeps the port (Linux only; elsewhere a killed supervisor leaves HAProxy running)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:

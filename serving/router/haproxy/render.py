@@ -19,7 +19,7 @@ from serving.router.config import BackendSpec, RouterConfig
 from serving.router.constants import CLIENT_IDLE_SECONDS
 from toolkit.errors import ConfigError
 
-__all__ = ["BACKEND", "HaproxyPaths", "render_config", "write_files"]
+__all__ = ["BACKEND", "HaproxyPaths", "check_supported", "render_config", "write_files"]
 
 BACKEND = "clouds"  # the HAProxy backend that holds every model server
 ADMIN_BACKEND = "mct_admin"
@@ -35,10 +35,11 @@ RETRYABLE_STATUSES = frozenset({500, 501, 502, 503, 504})
 MAX_WEIGHT = 256
 # A request is retried only if it fits HAProxy's buffer: 256 KiB holds a batch of a few thousand rows.
 BUFFER_BYTES = 256 * 1024
+# What HAProxy answers itself when no try succeeded, by status.
 ERRORS = {
-    502: ("Bad Gateway", "every try failed: the backends answered with errors or not at all"),
-    503: ("Service Unavailable", "no backend to route to: every backend is down or drained"),
-    504: ("Gateway Timeout", "every try timed out"),
+    502: "every try failed: the backends answered with errors or not at all",
+    503: "no backend answered: every try failed to connect, or every backend is down or drained",
+    504: "every try timed out",
 }
 
 
@@ -61,13 +62,10 @@ class HaproxyPaths:
     def config_file(self) -> Path:
         return self.directory / "haproxy.cfg"
 
-    def error_file(self, status: int) -> Path:
-        return self.directory / f"{status}.http"
-
 
 def render_config(config: RouterConfig, paths: HaproxyPaths, metrics_port: int | None = None) -> str:
     """haproxy.cfg for `config`; `ConfigError` for what HAProxy cannot do the same way."""
-    _check_supported(config)
+    check_supported(config)
     retry = config.retry
     health = config.health
     per_try = _ms(retry.per_try_timeout_seconds)
@@ -93,7 +91,7 @@ def render_config(config: RouterConfig, paths: HaproxyPaths, metrics_port: int |
         f"    timeout client {_ms(CLIENT_IDLE_SECONDS)}",
         f"    timeout http-request {_ms(CLIENT_IDLE_SECONDS)}",
         f"    timeout http-keep-alive {_ms(CLIENT_IDLE_SECONDS)}",
-        *(f"    errorfile {status} {paths.error_file(status)}" for status in ERRORS),
+        *(_error_page(status) for status in ERRORS),
         "",
         "frontend router",
         f"    bind {_address(config.host, config.port)}",
@@ -132,11 +130,9 @@ def render_config(config: RouterConfig, paths: HaproxyPaths, metrics_port: int |
 
 
 def write_files(paths: HaproxyPaths, config_text: str, config_file: Path | None = None) -> Path:
-    """Write the files the configuration names (error pages; an empty server-state file if none yet) and
-    `config_text` to `config_file` (default: haproxy.cfg); the configuration file written."""
+    """Write `config_text` to `config_file` (default: haproxy.cfg), and an empty server-state file if there is
+    none yet; the configuration file written."""
     paths.directory.mkdir(parents=True, exist_ok=True)
-    for status in ERRORS:
-        paths.error_file(status).write_bytes(error_page(status))
     if not paths.state_file.exists():
         paths.state_file.write_text("1\n")  # the format's version line: no server has a saved state yet
     target = config_file or paths.config_file
@@ -147,18 +143,15 @@ def write_files(paths: HaproxyPaths, config_text: str, config_file: Path | None 
     return target
 
 
-def error_page(status: int) -> bytes:
-    """The raw HTTP answer HAProxy sends for `status`: JSON, like the built-in router's."""
-    reason, message = ERRORS[status]
-    body = f'{{"error": "{message}", "hint": "see GET /router/status (admin token) and the model servers"}}\n'
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncache-control: no-cache\r\n"
-        f"retry-after: 1\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return (head + body).encode()
+def _error_page(status: int) -> str:
+    """What HAProxy answers itself with `status`: JSON, like the built-in router's errors."""
+    message = ERRORS[status]
+    body = f'{{"error": "{message}", "hint": "see GET /router/status (admin token) and the model servers"}}'
+    return f"    http-error status {status} content-type application/json hdr retry-after 1 string '{body}'"
 
 
-def _check_supported(config: RouterConfig) -> None:
+def check_supported(config: RouterConfig) -> None:
+    """`ConfigError` for a setting the haproxy engine cannot honour."""
     if config.retry.hedge_after_seconds is not None:
         raise ConfigError("the haproxy engine has no hedging: unset router.hedge_after_seconds or use --engine builtin")
     unsupported = sorted(config.retry.statuses - RETRYABLE_STATUSES)
