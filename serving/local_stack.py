@@ -43,8 +43,9 @@ class LocalStack:
 
     `model` is the model the servers serve (default: serving.model), `drill_mode` starts them with
     `--drill-mode`, `admin_token` turns on the router's admin API, and `router_args` are extra `mct route`
-    flags. `kill`, `restart` and `signal` act on one cloud's server, `hand_over_router` and
-    `kill_router` on the router, for failover drills. `started` lists every process ever started.
+    flags; `engine` picks the router's engine. `kill`, `restart` and `signal` act on one cloud's server,
+    `hand_over_router` (or, for HAProxy, `reload_router`) and `kill_router` on the router, for failover
+    drills. `started` lists every process ever started.
     """
 
     clouds: list[str]
@@ -53,6 +54,7 @@ class LocalStack:
     model: str | None = None
     drill_mode: bool = False
     admin_token: str | None = None
+    engine: str = "builtin"
     router_args: list[str] = field(default_factory=list)
     servers: dict[str, str] = field(default_factory=dict)
     router_url: str = ""
@@ -136,6 +138,22 @@ class LocalStack:
             raise
         stop_processes([old])  # SIGTERM: the old router stops listening, drains and exits
 
+    def reload_router(self) -> None:
+        """Reload the router in place (SIGHUP): HAProxy's master starts new workers on the same listeners."""
+        if self.admin_token is None:
+            raise StackError("a router reload is watched through the admin API: give the stack an admin token")
+        before = self._router_status().get("reloads", 0)
+        self.signal("router", signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while self._router_status().get("reloads", 0) == before:
+            if time.monotonic() > deadline:
+                raise StackError(f"the router did not reload within {START_TIMEOUT_SECONDS:.0f} s; see {self.logs}")
+            time.sleep(PROBE_SECONDS)
+
+    def _router_status(self) -> dict[str, Any]:
+        _, document = _get(self.router_url + "/router/status", {"Authorization": f"Bearer {self.admin_token}"})
+        return document if isinstance(document, dict) else {}
+
     def kill_router(self) -> None:
         """SIGKILL the router, then start a new one on its port and wait until it answers (a hard restart)."""
         old = self._forget("router")
@@ -155,7 +173,8 @@ class LocalStack:
         port = self.router_url.rsplit(":", 1)[1]
         backends = [argument for cloud, url in self.servers.items() for argument in ("--backend", f"{cloud}={url}")]
         token = ["--admin-token", self.admin_token] if self.admin_token else []
-        self._spawn("router", ["route", "--host", "127.0.0.1", "--port", port, *backends, *token, *self.router_args])
+        flags = [*backends, *token, "--engine", self.engine, *self.router_args]
+        self._spawn("router", ["route", "--host", "127.0.0.1", "--port", port, *flags])
 
     def _spawn_server(self, cloud: str) -> None:
         port = self.servers[cloud].rsplit(":", 1)[1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,27 @@ def _report(drill: DrillResult, name: str) -> ScenarioReport:
 
 def _verified(evidence: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     return {cloud: (item["status"], item["version"]) for cloud, item in evidence["verify"].items()}
+
+
+@pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="HAProxy is not installed (`make setup` installs it as root)"
+)
+def test_the_haproxy_engine_passes_the_same_drills(drill_model: str, tmp_path: Path) -> None:
+    scenarios = ["kill-one", "hang-one", "errors-one", "kill-two", "router-restart"]  # router-kill comes along
+    options = DrillOptions(
+        model=drill_model, scenarios=scenarios, duration_seconds=DURATION_SECONDS, rps=RPS, engine="haproxy"
+    )
+    result = run_drill(load_settings(), options, say=lambda _: None, report_path=tmp_path / "report.json")
+    document = json.loads(result.report_path.read_text())
+    assert document["engine"] == "haproxy" and document["slo_met"], [r.slo_missed for r in result.reports]
+    for report in result.reports:
+        if report.scenario == "router-kill":
+            assert report.failed == report.failed_while_router_down
+        else:
+            assert report.failed == 0, (report.scenario, report.failed_by_cause)
+    reload = _report(result, "router-restart").events[0].evidence
+    assert reload is not None and reload["reloaded"] is True, "HAProxy upgrades by a master-worker reload"
+    assert [pid for pid, started in result.processes if is_running(pid, started)] == []
 
 
 def test_report_and_timeline_written(drill: DrillResult) -> None:

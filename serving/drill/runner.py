@@ -39,7 +39,7 @@ from serving.local_stack import LocalStack
 from toolkit.clouds import cloud_stores, emulator_buckets, emulator_of
 from toolkit.config import Settings
 from toolkit.emulators import EMULATORS, ensure_emulators, read_state, restart_emulator, stop_emulator, stop_emulators
-from toolkit.errors import ToolkitError
+from toolkit.errors import ConfigError, ToolkitError
 from toolkit.publishing.export import ExportedBundle, export_bundle
 from toolkit.publishing.publish import publish_bundle
 from toolkit.publishing.verify import verify_clouds
@@ -61,6 +61,7 @@ ROUTER_PER_TRY_TIMEOUT_SECONDS = 1.0
 # Every cloud carries a share when a fault hits: a latency-aware policy may already have moved the traffic
 # off the cloud to be faulted (a restarted server starts slow), and the drill would then rehearse nothing.
 ROUTER_POLICY = "round_robin"
+ENGINES = ("builtin", "haproxy")
 # The servers look for a new pointer this often; loading and verifying a bundle takes well under a second
 # idle, a few seconds on a loaded 2-core machine. Until then a cloud may still answer with the old version.
 SERVER_POLL_SECONDS = 1.0
@@ -82,10 +83,13 @@ class DrillOptions:
     duration_seconds: float = 30.0
     rps: float = 200.0
     slo: SLO = field(default_factory=SLO)
+    engine: str = "builtin"
 
     def __post_init__(self) -> None:
         if self.duration_seconds <= 0 or self.rps <= 0:
             raise DrillError("--duration and --rps must be positive")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown router engine {self.engine!r}: choose {' or '.join(ENGINES)}")
 
 
 @dataclass
@@ -124,6 +128,10 @@ def run_drill(
     Both go to DATA/drill (report.json, timeline.png) unless `report_path` names the report's file.
     """
     scenarios = get_scenarios(list(options.scenarios))
+    if options.engine == "haproxy":
+        from serving.router.haproxy.engine import find_haproxy
+
+        find_haproxy()  # before anything starts: one line on how to install it
     tracking = open_store(settings)
     model = options.model or latest_promoted(tracking)
     directory = settings.home / "drill"
@@ -147,6 +155,7 @@ def run_drill(
                 poll_seconds=SERVER_POLL_SECONDS,
                 drill_mode=True,
                 admin_token=secrets.token_urlsafe(24),
+                engine=options.engine,
                 router_args=[
                     "--per-try-timeout",
                     str(ROUTER_PER_TRY_TIMEOUT_SECONDS),
@@ -159,7 +168,10 @@ def run_drill(
             features = bundle.manifest.features
             try:
                 stack.start()
-                say(f"router {stack.router_url} -> " + ", ".join(f"{c} {u}" for c, u in stack.servers.items()))
+                say(
+                    f"router ({options.engine}) {stack.router_url} -> "
+                    + ", ".join(f"{c} {u}" for c, u in stack.servers.items())
+                )
                 for scenario in scenarios:
                     say(f"scenario {scenario.name}: {scenario.description}")
                     runs.append(_run_scenario(stack, target, scenario, options, features))
@@ -185,6 +197,7 @@ def report_document(result: DrillResult, options: DrillOptions) -> dict[str, Any
     return {
         "model": result.model,
         "version": result.version,
+        "engine": options.engine,
         "rps": options.rps,
         "duration_seconds": options.duration_seconds,
         "slo": {"max_failed": options.slo.max_failed, "max_p99_ms": options.slo.max_p99_ms},
@@ -258,6 +271,9 @@ class DrillTarget:
 
     def hand_over_router(self) -> Evidence:
         old = self.stack.pids()["router"][0]
+        if self.stack.engine == "haproxy":  # HAProxy's own graceful upgrade: a master-worker reload
+            self.stack.reload_router()
+            return {"reloaded": True, "pid": old}
         self.stack.hand_over_router()
         return {"old_pid": old, "new_pid": self.stack.pids()["router"][0]}
 

@@ -148,7 +148,8 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "router-restart",
-            "graceful router upgrade: a new router takes over the port (SO_REUSEPORT), the old one drains",
+            "graceful router upgrade: a new router takes over the port (SO_REUSEPORT) and the old one drains "
+            "(HAProxy: a master-worker reload)",
             "router",
             0,
             (FaultAction(0.4, "hand-over-router"),),

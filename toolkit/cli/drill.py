@@ -98,6 +98,9 @@ def drill_command(
     slo_max_failed: Annotated[
         int, typer.Option(min=0, help="SLO: failed requests allowed while at least one cloud is healthy.")
     ] = 0,
+    engine: Annotated[
+        str, typer.Option(help="The router's engine: builtin or haproxy (see `mct route --engine`).")
+    ] = "builtin",
     slo_p99_ms: Annotated[
         float | None, typer.Option(help="SLO: p99 latency outside the fault windows, in milliseconds (off).")
     ] = None,
@@ -116,13 +119,14 @@ def drill_command(
         duration_seconds=duration,
         rps=rps,
         slo=SLO(max_failed=slo_max_failed, max_p99_ms=slo_p99_ms),
+        engine=engine,
     )
     result = run_drill(load_settings(), options, say=status_console.print, report_path=report)
     if json_output:
         print_json(report_document(result, options))
     else:
         render_drill(result.reports)
-        console.print(f"report {result.report_path}")
+        console.print(f"router engine {engine}; report {result.report_path}")
         console.print(f"timeline {result.timeline_path}")
     if not result.slo_met:
         raise typer.Exit(1)
