@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,7 @@ INSTALL_HINT = (
 # HAProxy parses its configuration and binds in milliseconds; a loaded machine may take a second or two.
 START_TIMEOUT_SECONDS = 15.0
 ADMIN_BODY_BYTES = 64 * 1024
+DIRECTORY_PREFIX = "mct-haproxy-"
 # prctl(2): the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
 # Where `--print-config` says the sockets are: a conventional place for a system-wide HAProxy.
@@ -72,7 +74,8 @@ def run_haproxy_router(config: RouterConfig, reload_config: Callable[[], RouterC
     check_supported(config)
     binary = find_haproxy()
     # Socket paths must stay short (108 bytes), so not under a deep data directory.
-    directory = Path(tempfile.mkdtemp(prefix="mct-haproxy-"))
+    _remove_orphaned_directories()
+    directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
     try:
         try:
             import uvloop
@@ -82,6 +85,16 @@ def run_haproxy_router(config: RouterConfig, reload_config: Callable[[], RouterC
             uvloop.run(_supervise(binary, config, reload_config, directory))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_orphaned_directories() -> None:
+    """Runtime directories of supervisors that were killed (SIGKILL leaves no chance to clean up)."""
+    if not Path("/proc/self").is_dir():  # no way to tell a live supervisor here: leave them
+        return
+    for folder in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*-*"):
+        pid = folder.name.removeprefix(DIRECTORY_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _supervise(
