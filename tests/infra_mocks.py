@@ -8,6 +8,7 @@ never pass silently inside an `apply`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,13 +163,20 @@ class MockedRun:
         return dict(found[0].inputs)
 
 
+def set_up_mocks(mocks: pulumi.runtime.Mocks, stack: str) -> None:
+    """Pulumi's mocks on a fresh event loop: they create futures on the current loop, and a test that ran
+    `asyncio.run` before (in the same worker) leaves none."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pulumi.runtime.set_mocks(mocks, project="mct-serving", stack=stack, preview=False)
+
+
 def run_program(build: Callable[[], Any], stack: str = "dev") -> MockedRun:
     """Run `build` under fresh mocks and collect what it registered.
 
     `build` returns a ServingStack (its four outputs are collected) or an Output of a mapping (collected as is).
     """
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="mct-serving", stack=stack, preview=False)
+    set_up_mocks(mocks, stack)
     run = MockedRun(mocks.records)
 
     @pulumi.runtime.test

@@ -20,7 +20,7 @@ from infra.spec import (
     spec_from_config,
     spec_from_pulumi_config,
 )
-from tests.infra_mocks import CERTIFICATE_ARN, RecordingMocks, config_values
+from tests.infra_mocks import CERTIFICATE_ARN, RecordingMocks, config_values, set_up_mocks
 
 IMAGE = "docker.io/acme/mct-serving:0.1.0"
 
@@ -157,7 +157,7 @@ def test_project_defaults_in_pulumi_yaml_apply_below_the_stack_file(tmp_path: Pa
 
 def test_inside_a_pulumi_program_the_spec_comes_from_the_engines_config() -> None:
     """The engine hands every value over as text, objects as JSON: the same spec comes out."""
-    pulumi.runtime.set_mocks(RecordingMocks(), project="mct-serving", stack="azure-dev")
+    set_up_mocks(RecordingMocks(), "azure-dev")
     values = config_values("azure", minInstances="2", maxInstances="4", environment='{"MCT_SERVING__MODEL": "churn"}')
     pulumi.runtime.set_all_config({key: str(value) for key, value in values.items()})
     try:
