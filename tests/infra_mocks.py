@@ -163,10 +163,15 @@ class MockedRun:
         return dict(found[0].inputs)
 
 
+# Pulumi's runtime creates its futures on the current event loop and keeps some across programs, while a
+# test that calls `asyncio.run` (in the same worker) leaves no current loop behind: every Pulumi program
+# of this process runs on this one loop, made current again before each.
+PULUMI_LOOP = asyncio.new_event_loop()
+
+
 def set_up_mocks(mocks: pulumi.runtime.Mocks, stack: str) -> None:
-    """Pulumi's mocks on a fresh event loop: they create futures on the current loop, and a test that ran
-    `asyncio.run` before (in the same worker) leaves none."""
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    """Fresh mocks for a program of `stack`, on the process's Pulumi event loop."""
+    asyncio.set_event_loop(PULUMI_LOOP)
     pulumi.runtime.set_mocks(mocks, project="mct-serving", stack=stack, preview=False)
 
 

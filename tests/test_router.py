@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serving.router.haproxy.engine import haproxy_version
 from serving.router.http_client import (
     BadResponse,
     ConnectFailed,
@@ -219,18 +220,20 @@ def stream_while(url: str, seconds: float, *events: tuple[float, Callable[[], An
 
 
 def _assert_no_failure(stream: Stream, router: Router, cut_answers_at: Sequence[float] = ()) -> None:
-    """No failed request, except (HAProxy) at most one answer cut off by each server killed at `cut_answers_at`.
+    """No failed request, except (HAProxy) at most one closed connection per event at `cut_answers_at`.
 
     HAProxy streams answers: a server killed after sending part of one leaves nothing to retry, and the
-    client sees the connection close. The built-in engine buffers answers whole and retries those.
+    client sees the connection close (the built-in engine buffers answers whole and retries those). And
+    HAProxy 2.6 closes idle keep-alive connections when it reloads: a request sent on one at that instant
+    is lost (2.7's `idle-close-on-response`, rendered when available, waits for the next answer instead).
     """
     failed = stream.failed()
     cut = [
         reply
         for reply in failed
         if reply.status == 0
-        and "disconnected" in reply.error
-        and any(abs(reply.sent_at - at) < 0.1 for at in cut_answers_at)
+        and ("disconnected" in reply.error or "ReadError" in reply.error)
+        and any(-0.05 < reply.sent_at - at < 0.3 for at in cut_answers_at)
     ]
     if len(cut) <= len(cut_answers_at):
         failed = [reply for reply in failed if reply not in cut]
@@ -275,6 +278,7 @@ def clouds(backends: dict[str, Backend]) -> dict[str, Backend]:
 
 
 HAPROXY_MISSING = shutil.which("haproxy") is None
+HAPROXY_CLOSES_IDLE_AFTER_ANSWER = not HAPROXY_MISSING and haproxy_version() >= (2, 7)
 # Where each engine's metrics show a backend's health, answers and retries.
 METRIC_NAMES = {
     "builtin": {
@@ -744,7 +748,9 @@ def test_a_500_from_every_backend_reaches_the_client_after_trying_each(
     before = sum(backend.predictions() for backend in clouds.values())
     response = httpx.post(router.url + "/invocations", json=BODY)
     assert response.status_code == 503 and response.headers["x-routed-to"] == response.json()["backend"]
-    assert sum(backend.predictions() for backend in clouds.values()) == before + 3
+    # The built-in engine tries each backend once; HAProxy's redispatch avoids only the server just tried,
+    # so it gets two tries per other server (1 + 4 with three backends).
+    assert sum(backend.predictions() for backend in clouds.values()) == before + (3 if engine == "builtin" else 5)
 
 
 def test_two_clouds_down_the_third_carries_everything(
@@ -946,7 +952,7 @@ def test_a_haproxy_reload_under_load_fails_no_request_and_keeps_a_drained_backen
     assert httpx.post(router.url + "/router/backends/aws/drain", headers=AUTH).status_code == 200
     master = router.status()["haproxy_pid"]
     stream = stream_while(router.url, 2.0, (0.5, lambda: router.process.send_signal(signal.SIGHUP)))
-    _assert_no_failure(stream, router)
+    _assert_no_failure(stream, router, cut_answers_at=[] if HAPROXY_CLOSES_IDLE_AFTER_ANSWER else [0.5])
     status = router.status()
     assert status["reloads"] == 1 and status["haproxy_pid"] == master
     assert router.backend("aws")["state"] == "drained", "the reload carried the drained state over"

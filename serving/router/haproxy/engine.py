@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,7 @@ from serving.router.haproxy.runtime import RuntimeApi, RuntimeApiError
 from serving.router.http_server import HttpServer
 from toolkit.errors import ConfigError, ToolkitError
 
-__all__ = ["HaproxyFailed", "find_haproxy", "printable_config", "run_haproxy_router"]
+__all__ = ["HaproxyFailed", "find_haproxy", "haproxy_version", "printable_config", "run_haproxy_router"]
 
 logger = logging.getLogger("mct.router")
 
@@ -63,10 +64,22 @@ def find_haproxy() -> str:
     return binary
 
 
+def haproxy_version(binary: str = "haproxy") -> tuple[int, int]:
+    """The (major, minor) version of `binary`; (0, 0) if it cannot tell."""
+    try:
+        output = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return (0, 0)
+    match = re.search(r"version (\d+)\.(\d+)", output)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
 def printable_config(config: RouterConfig) -> str:
     """haproxy.cfg for an operator to run anywhere (`haproxy -W -f haproxy.cfg`): sockets under /run/mct-router,
     and without the forward to `mct route`'s admin API (the runtime API is the stats socket)."""
-    return render_config(config, HaproxyPaths(PRINTED_DIRECTORY), config.metrics_port)
+    binary = shutil.which("haproxy")
+    version = haproxy_version(binary) if binary else (0, 0)
+    return render_config(config, HaproxyPaths(PRINTED_DIRECTORY), config.metrics_port, version)
 
 
 def run_haproxy_router(config: RouterConfig, reload_config: Callable[[], RouterConfig] | None = None) -> None:
@@ -106,7 +119,8 @@ async def _supervise(
     admin = AdminApi(control, config.admin_token)
     admin_server = HttpServer(admin.handle, ADMIN_BODY_BYTES)
     paths = HaproxyPaths(directory, await admin_server.start("127.0.0.1", 0))
-    _install(binary, render_config(config, paths, config.metrics_port), paths)
+    version = haproxy_version(binary)
+    _install(binary, render_config(config, paths, config.metrics_port, version), paths)
     process = await asyncio.create_subprocess_exec(
         binary, "-W", "-db", "-f", str(paths.config_file), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
     )
@@ -118,7 +132,7 @@ async def _supervise(
             loop.add_signal_handler(signum, stopping.set)
         if reload_config is not None:
             loop.add_signal_handler(
-                signal.SIGHUP, lambda: _reload(binary, reload_config, paths, control, admin, process)
+                signal.SIGHUP, lambda: _reload(binary, version, reload_config, paths, control, admin, process)
             )
         admin_state = "on" if config.admin_token else "off (no admin token)"
         logger.info(
@@ -171,6 +185,7 @@ async def _wait_ready(runtime: RuntimeApi, process: asyncio.subprocess.Process) 
 
 def _reload(
     binary: str,
+    version: tuple[int, int],
     reload_config: Callable[[], RouterConfig],
     paths: HaproxyPaths,
     control: HaproxyControl,
@@ -180,7 +195,7 @@ def _reload(
     """Re-read the configuration; if HAProxy accepts it, save the servers' state and reload the workers."""
     try:
         config = reload_config()
-        text = render_config(config, paths, config.metrics_port)
+        text = render_config(config, paths, config.metrics_port, version)
         paths.state_file.write_text(control.runtime.servers_state())
         _install(binary, text, paths)
     except ToolkitError as exc:

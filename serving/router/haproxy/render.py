@@ -61,8 +61,10 @@ class HaproxyPaths:
         return self.directory / "haproxy.cfg"
 
 
-def render_config(config: RouterConfig, paths: HaproxyPaths, metrics_port: int | None = None) -> str:
-    """haproxy.cfg for `config`; `ConfigError` for what HAProxy cannot do the same way."""
+def render_config(
+    config: RouterConfig, paths: HaproxyPaths, metrics_port: int | None = None, version: tuple[int, int] = (0, 0)
+) -> str:
+    """haproxy.cfg for `config` and HAProxy `version`; `ConfigError` for what HAProxy cannot do the same way."""
     check_supported(config)
     retry = config.retry
     health = config.health
@@ -74,6 +76,9 @@ def render_config(config: RouterConfig, paths: HaproxyPaths, metrics_port: int |
         "    master-worker",
         f"    stats socket {paths.runtime_socket} mode 600 level admin expose-fd listeners",
         f"    server-state-file {paths.state_file}",
+        # On a reload, an idle keep-alive connection closes after its next answer rather than at once (a
+        # request sent on it at that instant would be lost); HAProxy 2.7 and later.
+        *(["    idle-close-on-response"] if version >= (2, 7) else []),
         "    log stderr format raw local0 warning",
         # HAProxy's default 16 KiB buffers: a request is retried only if it fits one (a batch of about fifty
         # rows of thirty features); larger ones are proxied, not retried. Buffers above glibc's mmap threshold
@@ -112,7 +117,7 @@ def render_config(config: RouterConfig, paths: HaproxyPaths, metrics_port: int |
         f"    balance {POLICIES[config.policy]}",
         "    option httpchk",
         f"    http-check send meth GET uri {health.path}",
-        f"    retries {retry.max_retries}",
+        f"    retries {_retries(config)}",
         "    option redispatch 1",
         # The whole request is read before a server is chosen: only a buffered request can be retried.
         "    option http-buffer-request",
@@ -190,6 +195,12 @@ def _json_return(status: int, message: str, condition: str) -> str:
         f"    http-request return status {status} content-type application/json "
         f'string \'{{"error": "{message}"}}\' if {condition}'
     )
+
+
+def _retries(config: RouterConfig) -> int:
+    """Tries after the first. HAProxy's redispatch avoids only the server it just tried, so that the tries
+    reach every other server (as the built-in engine's do), it gets two per other server at least."""
+    return max(config.retry.max_retries, 2 * (len(config.backends) - 1))
 
 
 def _base_path(backends: tuple[BackendSpec, ...]) -> list[str]:
