@@ -7,6 +7,7 @@ and the tags every resource carries.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -71,7 +72,7 @@ class ServingOutputs:
 OUTPUT_FIELDS = tuple(output.name for output in fields(ServingOutputs))
 
 
-class ServingStack(pulumi.ComponentResource):
+class ServingStack(pulumi.ComponentResource, metaclass=abc.ABCMeta):
     """The serving stack on one cloud: a private model bucket and an autoscaled HTTPS service that serves it.
 
     Subclasses set `CLOUD` and implement `_build`; each has this constructor and these outputs.
@@ -93,8 +94,9 @@ class ServingStack(pulumi.ComponentResource):
             setattr(self, output, pulumi.Output.from_input(getattr(outputs, output)))
         self.register_outputs({output: getattr(self, output) for output in OUTPUT_FIELDS})
 
+    @abc.abstractmethod
     def _build(self, name: str, spec: StackSpec) -> ServingOutputs:
-        raise NotImplementedError
+        """Create the cloud's resources as children of this component; their outputs."""
 
     def _child(
         self, depends_on: list[pulumi.Resource] | None = None, ignore_changes: list[str] | None = None
